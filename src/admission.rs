@@ -1,0 +1,294 @@
+//! AdmissionReview `admission.k8s.io/v1` in and out. A request always gets a review back with
+//! its uid; "could not parse" (HTTP 400, [`BadRequest`]) and "denied" (`allowed: false`) are
+//! different answers. The patch is written as base64, not as kube's array of numbers.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::contract::{self, Context, Decision, Defaults, Denial};
+use crate::mutate;
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+
+/// Why a body could not be answered with an AdmissionReview at all (HTTP 400).
+#[derive(Debug, thiserror::Error)]
+pub enum BadRequest {
+    #[error("body is not an AdmissionReview JSON document: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error(
+        "expected apiVersion {API_VERSION} and kind {KIND}, got apiVersion {0:?} kind {1:?} \
+         (set admissionReviewVersions: [v1] in the webhook configuration)"
+    )]
+    WrongType(String, String),
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+    #[error("AdmissionReview request has no uid")]
+    NoUid,
+}
+
+#[derive(Deserialize)]
+struct ReviewIn {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<Request>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupVersionKind {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub kind: String,
+}
+
+/// The parts of an AdmissionRequest sbmesh reads.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+    #[serde(default)]
+    pub uid: String,
+    #[serde(default)]
+    pub kind: GroupVersionKind,
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub operation: String,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    #[serde(default)]
+    pub object: Option<Value>,
+}
+
+impl Request {
+    /// The pod's name, or its generateName, for logs.
+    pub fn display_name(&self) -> &str {
+        self.name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .or_else(|| {
+                self.object
+                    .as_ref()
+                    .and_then(|o| o.pointer("/metadata/generateName"))
+                    .and_then(Value::as_str)
+            })
+            .unwrap_or("")
+    }
+}
+
+/// Parses a request body. Every error here is an HTTP 400.
+pub fn parse(body: &[u8]) -> Result<Request, BadRequest> {
+    let review: ReviewIn = serde_json::from_slice(body)?;
+    if review.api_version != API_VERSION || review.kind != KIND {
+        return Err(BadRequest::WrongType(review.api_version, review.kind));
+    }
+    let request = review.request.ok_or(BadRequest::NoRequest)?;
+    if request.uid.is_empty() {
+        return Err(BadRequest::NoUid);
+    }
+    Ok(request)
+}
+
+/// How an admission ended, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Patched,
+    Unchanged,
+    Denied,
+    Invalid,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Patched => "patched",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Denied => "denied",
+            Outcome::Invalid => "invalid",
+        }
+    }
+}
+
+/// An AdmissionResponse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub uid: String,
+    pub outcome: Outcome,
+    pub ops: Vec<mutate::Op>,
+    pub warnings: Vec<String>,
+    pub audit: Vec<(&'static str, String)>,
+    /// HTTP-like status code and message, for refusals.
+    pub status: Option<(u16, &'static str, String)>,
+}
+
+impl Response {
+    fn allow(uid: &str) -> Self {
+        Self {
+            uid: uid.to_string(),
+            outcome: Outcome::Unchanged,
+            ops: Vec::new(),
+            warnings: Vec::new(),
+            audit: Vec::new(),
+            status: None,
+        }
+    }
+
+    pub fn deny(uid: &str, denial: Denial) -> Self {
+        Self {
+            outcome: Outcome::Denied,
+            status: Some((403, "Forbidden", denial.message)),
+            ..Self::allow(uid)
+        }
+    }
+
+    fn invalid(uid: &str, message: String) -> Self {
+        Self {
+            outcome: Outcome::Invalid,
+            status: Some((400, "BadRequest", message)),
+            ..Self::allow(uid)
+        }
+    }
+
+    pub fn allowed(&self) -> bool {
+        self.status.is_none()
+    }
+
+    /// The JSON patch bytes, when there are operations.
+    pub fn patch_json(&self) -> Option<Vec<u8>> {
+        (!self.ops.is_empty()).then(|| serde_json::to_vec(&self.ops).unwrap_or_default())
+    }
+
+    /// The whole AdmissionReview response body.
+    pub fn to_review_json(&self) -> Vec<u8> {
+        let mut r = Map::new();
+        r.insert("uid".into(), Value::String(self.uid.clone()));
+        r.insert("allowed".into(), Value::Bool(self.allowed()));
+        if let Some(patch) = self.patch_json() {
+            r.insert("patchType".into(), Value::String("JSONPatch".into()));
+            r.insert(
+                "patch".into(),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(patch)),
+            );
+        }
+        if let Some((code, reason, message)) = &self.status {
+            r.insert(
+                "status".into(),
+                serde_json::json!({
+                    "status": "Failure",
+                    "code": code,
+                    "reason": reason,
+                    "message": message,
+                }),
+            );
+        }
+        if !self.warnings.is_empty() {
+            r.insert("warnings".into(), serde_json::json!(self.warnings));
+        }
+        if !self.audit.is_empty() {
+            let audit: Map<String, Value> = self
+                .audit
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), Value::String(v.clone())))
+                .collect();
+            r.insert("auditAnnotations".into(), Value::Object(audit));
+        }
+        let review = serde_json::json!({
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "response": Value::Object(r),
+        });
+        serde_json::to_vec(&review).unwrap_or_default()
+    }
+}
+
+/// What the request needs next: an answer already, or the cluster's view of an opted-in pod.
+pub enum Triage<'a> {
+    Answer(Response),
+    Pod {
+        pod: &'a Value,
+        namespace: &'a str,
+        service_account: &'a str,
+    },
+}
+
+/// Sorts a request: only Pod CREATEs that opt in need planning. Non-Pod kinds, other
+/// operations and subresources are allowed untouched.
+pub fn triage(req: &Request) -> Triage<'_> {
+    let is_pod = req.kind.group.is_empty() && req.kind.version == "v1" && req.kind.kind == "Pod";
+    let subresource = req.sub_resource.as_deref().is_some_and(|s| !s.is_empty());
+    if !is_pod || subresource || req.operation != "CREATE" {
+        return Triage::Answer(Response::allow(&req.uid));
+    }
+    let Some(pod) = req.object.as_ref().filter(|o| o.is_object()) else {
+        return Triage::Answer(Response::invalid(
+            &req.uid,
+            "sbmesh: request.object is missing or not a Pod object".into(),
+        ));
+    };
+    match contract::opted_in(pod) {
+        Ok(false) => return Triage::Answer(Response::allow(&req.uid)),
+        Err(d) => return Triage::Answer(Response::deny(&req.uid, d)),
+        Ok(true) => {}
+    }
+    let namespace = req
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .or_else(|| pod.pointer("/metadata/namespace").and_then(Value::as_str))
+        .filter(|n| !n.is_empty());
+    let Some(namespace) = namespace else {
+        return Triage::Answer(Response::invalid(
+            &req.uid,
+            "sbmesh: request.namespace is missing for a Pod".into(),
+        ));
+    };
+    Triage::Pod {
+        pod,
+        namespace,
+        service_account: contract::service_account_name(pod),
+    }
+}
+
+/// Plans and mutates an opted-in pod with the cluster's view in `ctx`.
+pub fn admit_pod(uid: &str, pod: &Value, namespace: &str, ctx: &Context, defaults: &Defaults) -> Response {
+    let plan = match contract::plan(pod, namespace, ctx, defaults) {
+        Ok(Decision::Inject(plan)) => plan,
+        Ok(Decision::Skip) => return Response::allow(uid),
+        Err(d) => return Response::deny(uid, d),
+    };
+    match mutate::mutate(pod, &plan) {
+        Ok(m) => Response {
+            uid: uid.to_string(),
+            outcome: if m.ops.is_empty() {
+                Outcome::Unchanged
+            } else {
+                Outcome::Patched
+            },
+            ops: m.ops,
+            warnings: m.warnings,
+            audit: m.audit,
+            status: None,
+        },
+        Err(d) => Response::deny(uid, d),
+    }
+}
+
+/// The whole path without cluster lookups: body in, response out.
+pub fn review(body: &[u8], ctx: &Context, defaults: &Defaults) -> Result<Response, BadRequest> {
+    let req = parse(body)?;
+    Ok(match triage(&req) {
+        Triage::Answer(r) => r,
+        Triage::Pod { pod, namespace, .. } => admit_pod(&req.uid, pod, namespace, ctx, defaults),
+    })
+}

@@ -1,0 +1,618 @@
+//! The annotation contract: reads a pod's opt-in and parameters (pod → ServiceAccount →
+//! Namespace → webhook config, first hit wins), parses each into a typed value once, and
+//! yields an [`InjectionPlan`] or a [`Denial`] that says what is wrong and where to fix it.
+
+pub mod values;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value};
+
+pub use values::{
+    ClientId, Cloud, Egress, EntityKind, EntityName, EnvAlias, IdentityMode, IdentityModeSetting,
+    Policy, RuleViolation, ServiceBusNamespace, TenantId, TokenExpiration,
+};
+
+/// Annotation and label names of the contract.
+pub mod keys {
+    pub const PREFIX: &str = "sbmesh.io/";
+    pub const INJECT: &str = "sbmesh.io/inject";
+    pub const STATUS: &str = "sbmesh.io/status";
+    pub const SERVICEBUS_NAMESPACE: &str = "sbmesh.io/servicebus-namespace";
+    pub const QUEUES: &str = "sbmesh.io/queues";
+    pub const TOPICS: &str = "sbmesh.io/topics";
+    pub const SUBSCRIPTION: &str = "sbmesh.io/subscription";
+    pub const CLIENT_ID: &str = "sbmesh.io/client-id";
+    pub const TENANT_ID: &str = "sbmesh.io/tenant-id";
+    pub const TOKEN_EXPIRATION: &str = "sbmesh.io/token-expiration";
+    pub const CONTAINERS: &str = "sbmesh.io/containers";
+    pub const SKIP_CONTAINERS: &str = "sbmesh.io/skip-containers";
+    pub const CLOUD: &str = "sbmesh.io/cloud";
+    pub const EGRESS: &str = "sbmesh.io/egress";
+    pub const ENV_ALIASES: &str = "sbmesh.io/env-aliases";
+
+    /// Azure Workload Identity's keys, read from the ServiceAccount.
+    pub const AWI_CLIENT_ID: &str = "azure.workload.identity/client-id";
+    pub const AWI_TENANT_ID: &str = "azure.workload.identity/tenant-id";
+    pub const AWI_TOKEN_EXPIRATION: &str = "azure.workload.identity/service-account-token-expiration";
+    /// The workload-identity pod label.
+    pub const AWI_USE: &str = "azure.workload.identity/use";
+
+    pub const ISTIO_PROXY_CONFIG: &str = "proxy.istio.io/config";
+    pub const ISTIO_EXCLUDE_OUTBOUND_PORTS: &str = "traffic.sidecar.istio.io/excludeOutboundPorts";
+    pub const ISTIO_NATIVE_SIDECAR: &str = "sidecar.istio.io/nativeSidecar";
+    pub const ISTIO_SIDECAR_INJECT: &str = "sidecar.istio.io/inject";
+    pub const NS_ISTIO_INJECTION: &str = "istio-injection";
+    pub const NS_ISTIO_REV: &str = "istio.io/rev";
+
+    /// Every `sbmesh.io/*` key a pod may carry.
+    pub const POD_KEYS: &[&str] = &[
+        INJECT,
+        STATUS,
+        SERVICEBUS_NAMESPACE,
+        QUEUES,
+        TOPICS,
+        SUBSCRIPTION,
+        CLIENT_ID,
+        TENANT_ID,
+        TOKEN_EXPIRATION,
+        CONTAINERS,
+        SKIP_CONTAINERS,
+        CLOUD,
+        EGRESS,
+        ENV_ALIASES,
+    ];
+}
+
+/// A refusal to admit the pod, with a message a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Denial {
+    pub message: String,
+}
+
+impl Denial {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// The webhook's own parameter defaults (the last place looked in), validated at start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defaults {
+    pub client_id: Option<ClientId>,
+    pub tenant_id: Option<TenantId>,
+    /// Short name or FQDN; parsed again against the cloud in effect for each pod.
+    pub servicebus_namespace: Option<String>,
+    pub cloud: Cloud,
+    pub egress: Egress,
+    pub token_expiration: TokenExpiration,
+    pub connection_string_policy: Policy,
+    pub require_dedicated_service_account: Policy,
+    pub native_sidecar: bool,
+    pub mesh_exclude_outbound_ports: Vec<u16>,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            client_id: None,
+            tenant_id: None,
+            servicebus_namespace: None,
+            cloud: Cloud::Public,
+            egress: Egress::Mesh,
+            token_expiration: TokenExpiration::DEFAULT,
+            connection_string_policy: Policy::Deny,
+            require_dedicated_service_account: Policy::Warn,
+            native_sidecar: false,
+            mesh_exclude_outbound_ports: Vec::new(),
+        }
+    }
+}
+
+/// What the cluster knows about the pod's ServiceAccount and Namespace. `None` means the place
+/// was not consulted (cluster lookups are off), which denial messages say.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub service_account_annotations: Option<&'a BTreeMap<String, String>>,
+    pub namespace_annotations: Option<&'a BTreeMap<String, String>>,
+    pub namespace_labels: Option<&'a BTreeMap<String, String>>,
+    pub identity_mode: IdentityMode,
+}
+
+impl Context<'static> {
+    /// No cluster knowledge: only the pod and the webhook config are consulted.
+    pub fn offline(identity_mode: IdentityMode) -> Self {
+        Self {
+            service_account_annotations: None,
+            namespace_annotations: None,
+            namespace_labels: None,
+            identity_mode,
+        }
+    }
+}
+
+/// The federated credential subject: the pod's namespace and ServiceAccount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub namespace: String,
+    pub service_account: String,
+}
+
+impl Subject {
+    pub fn federated(&self) -> String {
+        format!("system:serviceaccount:{}:{}", self.namespace, self.service_account)
+    }
+    pub fn spiffe_id(&self) -> String {
+        format!("spiffe://cluster.local/ns/{}/sa/{}", self.namespace, self.service_account)
+    }
+}
+
+/// Which containers get env and mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Only(Vec<String>),
+    Skip(Vec<String>),
+}
+
+/// Everything the mutation needs, resolved and typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InjectionPlan {
+    pub mode: IdentityMode,
+    pub subject: Subject,
+    pub client_id: ClientId,
+    /// Present in `inject` mode (required there); in `delegate` mode the other webhook owns it.
+    pub tenant_id: Option<TenantId>,
+    pub cloud: Cloud,
+    pub servicebus_namespace: ServiceBusNamespace,
+    pub queues: Vec<EntityName>,
+    pub topics: Vec<EntityName>,
+    pub subscription: Option<EntityName>,
+    pub token_expiration: TokenExpiration,
+    pub scope: Scope,
+    pub egress: Egress,
+    pub env_aliases: Vec<EnvAlias>,
+    pub native_sidecar: bool,
+    pub mesh_exclude_outbound_ports: Vec<u16>,
+    pub connection_string_policy: Policy,
+    /// Warnings found while resolving (the mutation adds its own).
+    pub warnings: Vec<String>,
+}
+
+/// The outcome of reading the contract off a pod.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// The pod did not opt in: admit it unchanged.
+    Skip,
+    Inject(Box<InjectionPlan>),
+}
+
+/// The pod's annotations, or an empty map.
+pub fn pod_annotations(pod: &Value) -> &Map<String, Value> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    pod.pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
+}
+
+/// The pod's ServiceAccount name (`default` when unset or empty).
+pub fn service_account_name(pod: &Value) -> &str {
+    pod.pointer("/spec/serviceAccountName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            pod.pointer("/spec/serviceAccount")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or("default")
+}
+
+/// Whether the pod opted in. A value other than true/false is a denial, not silence.
+pub fn opted_in(pod: &Value) -> Result<bool, Denial> {
+    match pod_annotations(pod).get(keys::INJECT) {
+        None => Ok(false),
+        Some(Value::String(s)) => values::parse_bool(s).map_err(|rule| {
+            Denial::new(format!(
+                "sbmesh: pod annotation {} has the value \"{}\", which {}; set it to \"true\" to \
+                 inject, or remove it",
+                keys::INJECT,
+                truncate(s),
+                rule.0
+            ))
+        }),
+        Some(other) => Err(Denial::new(format!(
+            "sbmesh: pod annotation {} must be a string \"true\" or \"false\", not {other}",
+            keys::INJECT
+        ))),
+    }
+}
+
+/// Where a parameter may be set, besides its `sbmesh.io/*` pod annotation.
+struct Param {
+    key: &'static str,
+    /// The parameter may also stand on the ServiceAccount and the Namespace.
+    inherited: bool,
+    /// Other ServiceAccount annotation keys (Azure Workload Identity's).
+    sa_extra: &'static [&'static str],
+    /// The webhook config key and flag, when it has one.
+    config: Option<(&'static str, &'static str)>,
+}
+
+const P_NAMESPACE: Param = Param {
+    key: keys::SERVICEBUS_NAMESPACE,
+    inherited: true,
+    sa_extra: &[],
+    config: Some(("servicebusNamespace", "--servicebus-namespace")),
+};
+const P_CLIENT_ID: Param = Param {
+    key: keys::CLIENT_ID,
+    inherited: true,
+    sa_extra: &[keys::AWI_CLIENT_ID],
+    config: Some(("clientId", "--client-id")),
+};
+const P_TENANT_ID: Param = Param {
+    key: keys::TENANT_ID,
+    inherited: true,
+    sa_extra: &[keys::AWI_TENANT_ID],
+    config: Some(("tenantId", "--tenant-id")),
+};
+const P_TOKEN_EXPIRATION: Param = Param {
+    key: keys::TOKEN_EXPIRATION,
+    inherited: true,
+    sa_extra: &[keys::AWI_TOKEN_EXPIRATION],
+    config: Some(("tokenExpiration", "--token-expiration")),
+};
+const P_CLOUD: Param = Param {
+    key: keys::CLOUD,
+    inherited: true,
+    sa_extra: &[],
+    config: Some(("cloud", "--cloud")),
+};
+const P_EGRESS: Param = Param {
+    key: keys::EGRESS,
+    inherited: true,
+    sa_extra: &[],
+    config: Some(("egress", "--egress")),
+};
+const P_QUEUES: Param = Param {
+    key: keys::QUEUES,
+    inherited: true,
+    sa_extra: &[],
+    config: None,
+};
+const P_TOPICS: Param = Param {
+    key: keys::TOPICS,
+    inherited: true,
+    sa_extra: &[],
+    config: None,
+};
+const P_SUBSCRIPTION: Param = Param {
+    key: keys::SUBSCRIPTION,
+    inherited: true,
+    sa_extra: &[],
+    config: None,
+};
+const P_ENV_ALIASES: Param = Param {
+    key: keys::ENV_ALIASES,
+    inherited: true,
+    sa_extra: &[],
+    config: None,
+};
+const P_CONTAINERS: Param = Param {
+    key: keys::CONTAINERS,
+    inherited: false,
+    sa_extra: &[],
+    config: None,
+};
+const P_SKIP_CONTAINERS: Param = Param {
+    key: keys::SKIP_CONTAINERS,
+    inherited: false,
+    sa_extra: &[],
+    config: None,
+};
+
+/// Where a value was found, for messages.
+#[derive(Debug, Clone)]
+enum Origin {
+    Pod(&'static str),
+    ServiceAccount(&'static str),
+    Namespace(&'static str),
+}
+
+/// Reads parameters in resolution order for one pod.
+struct Resolver<'a> {
+    pod: &'a Map<String, Value>,
+    ctx: &'a Context<'a>,
+    subject: &'a Subject,
+}
+
+impl<'a> Resolver<'a> {
+    /// First hit among the annotations (pod → ServiceAccount → Namespace).
+    fn find(&self, p: &Param) -> Result<Option<(&'a str, Origin)>, Denial> {
+        match self.pod.get(p.key) {
+            Some(Value::String(s)) => return Ok(Some((s.as_str(), Origin::Pod(p.key)))),
+            Some(other) => {
+                return Err(Denial::new(format!(
+                    "sbmesh: pod annotation {} must be a string, not {other}",
+                    p.key
+                )));
+            }
+            None => {}
+        }
+        if !p.inherited {
+            return Ok(None);
+        }
+        if let Some(sa) = self.ctx.service_account_annotations {
+            for k in std::iter::once(&p.key).chain(p.sa_extra) {
+                if let Some(v) = sa.get(*k) {
+                    return Ok(Some((v.as_str(), Origin::ServiceAccount(k))));
+                }
+            }
+        }
+        if let Some(ns) = self.ctx.namespace_annotations
+            && let Some(v) = ns.get(p.key)
+        {
+            return Ok(Some((v.as_str(), Origin::Namespace(p.key))));
+        }
+        Ok(None)
+    }
+
+    fn describe(&self, o: &Origin) -> String {
+        match o {
+            Origin::Pod(k) => format!("pod annotation {k}"),
+            Origin::ServiceAccount(k) => format!(
+                "annotation {k} of ServiceAccount {}/{}",
+                self.subject.namespace, self.subject.service_account
+            ),
+            Origin::Namespace(k) => format!("annotation {k} of Namespace {}", self.subject.namespace),
+        }
+    }
+
+    /// Where the parameter may be set, and which of those places were consulted.
+    fn places(&self, p: &Param) -> String {
+        let mut s = format!("set {} on the pod", p.key);
+        if p.inherited {
+            let sa_keys = std::iter::once(&p.key)
+                .chain(p.sa_extra)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" or ");
+            let _ = write!(
+                s,
+                ", {sa_keys} on ServiceAccount {}/{}{}, {} on Namespace {}{}",
+                self.subject.namespace,
+                self.subject.service_account,
+                if self.ctx.service_account_annotations.is_some() {
+                    ""
+                } else {
+                    " (not consulted: cluster lookups are off)"
+                },
+                p.key,
+                self.subject.namespace,
+                if self.ctx.namespace_annotations.is_some() {
+                    ""
+                } else {
+                    " (not consulted: cluster lookups are off)"
+                },
+            );
+        }
+        if let Some((cfg, flag)) = p.config {
+            let _ = write!(s, ", or {cfg} in the webhook config ({flag})");
+        }
+        s
+    }
+
+    fn invalid(&self, p: &Param, raw: &str, origin: &Origin, rule: &RuleViolation) -> Denial {
+        Denial::new(format!(
+            "sbmesh: {} = \"{}\" is invalid: {}. Where it may be set: {}",
+            self.describe(origin),
+            truncate(raw),
+            rule.0,
+            self.places(p)
+        ))
+    }
+
+    fn missing(&self, p: &Param, what: &str) -> Denial {
+        Denial::new(format!(
+            "sbmesh: no {what} for this pod: {}",
+            self.places(p)
+        ))
+    }
+
+    /// Resolves one parameter: annotations, then the config fallback.
+    fn get<T>(
+        &self,
+        p: &Param,
+        parse: impl Fn(&str) -> Result<T, RuleViolation>,
+        fallback: Option<T>,
+    ) -> Result<Option<T>, Denial> {
+        match self.find(p)? {
+            Some((raw, origin)) => parse(raw).map(Some).map_err(|r| self.invalid(p, raw, &origin, &r)),
+            None => Ok(fallback),
+        }
+    }
+
+    fn list<T>(
+        &self,
+        p: &Param,
+        parse: impl Fn(&str) -> Result<T, RuleViolation>,
+    ) -> Result<Vec<T>, Denial> {
+        match self.find(p)? {
+            None => Ok(Vec::new()),
+            Some((raw, origin)) => values::split_list(raw)
+                .into_iter()
+                .map(|item| parse(item).map_err(|r| self.invalid(p, raw, &origin, &r)))
+                .collect(),
+        }
+    }
+}
+
+/// Reads the contract off a pod. `namespace` is `request.namespace` (always set by the API
+/// server, unlike `metadata.namespace` of controller-made pods).
+pub fn plan(pod: &Value, namespace: &str, ctx: &Context, defaults: &Defaults) -> Result<Decision, Denial> {
+    if !opted_in(pod)? {
+        return Ok(Decision::Skip);
+    }
+    let annotations = pod_annotations(pod);
+    let subject = Subject {
+        namespace: namespace.to_string(),
+        service_account: service_account_name(pod).to_string(),
+    };
+    let r = Resolver {
+        pod: annotations,
+        ctx,
+        subject: &subject,
+    };
+    let mut warnings = Vec::new();
+
+    let cloud = r.get(&P_CLOUD, values::Cloud::parse, Some(defaults.cloud))?.unwrap_or_default();
+
+    let servicebus_namespace = match r.find(&P_NAMESPACE)? {
+        Some((raw, origin)) => ServiceBusNamespace::parse(raw, cloud)
+            .map_err(|rule| r.invalid(&P_NAMESPACE, raw, &origin, &rule))?,
+        None => match &defaults.servicebus_namespace {
+            Some(raw) => ServiceBusNamespace::parse(raw, cloud).map_err(|rule| {
+                Denial::new(format!(
+                    "sbmesh: the webhook config's servicebusNamespace \"{raw}\" does not fit the \
+                     cloud {cloud} in effect for this pod: it {}; set {} on the pod",
+                    rule.0,
+                    keys::SERVICEBUS_NAMESPACE
+                ))
+            })?,
+            None => return Err(r.missing(&P_NAMESPACE, "Service Bus namespace")),
+        },
+    };
+
+    let client_id = r
+        .get(&P_CLIENT_ID, ClientId::parse, defaults.client_id.clone())?
+        .ok_or_else(|| r.missing(&P_CLIENT_ID, "client id (the Entra application id of the workload identity)"))?;
+
+    let mode = ctx.identity_mode;
+    let tenant_id = r.get(&P_TENANT_ID, TenantId::parse, defaults.tenant_id.clone())?;
+    if mode == IdentityMode::Inject && tenant_id.is_none() {
+        return Err(r.missing(&P_TENANT_ID, "tenant id"));
+    }
+    let token_expiration = r
+        .get(&P_TOKEN_EXPIRATION, TokenExpiration::parse, Some(defaults.token_expiration))?
+        .unwrap_or_default();
+    let egress = r.get(&P_EGRESS, Egress::parse, Some(defaults.egress))?.unwrap_or(Egress::Mesh);
+
+    let queues = r.list(&P_QUEUES, |s| EntityName::parse(s, EntityKind::Queue))?;
+    let topics = r.list(&P_TOPICS, |s| EntityName::parse(s, EntityKind::Topic))?;
+    let subscription = r.get(&P_SUBSCRIPTION, |s| EntityName::parse(s, EntityKind::Subscription), None)?;
+    if subscription.is_some() && topics.len() != 1 {
+        return Err(Denial::new(format!(
+            "sbmesh: {} needs exactly one topic in {}, found {}; a subscription belongs to one topic",
+            keys::SUBSCRIPTION,
+            keys::TOPICS,
+            topics.len()
+        )));
+    }
+    let env_aliases = r.list(&P_ENV_ALIASES, EnvAlias::parse)?;
+
+    let only = r.find(&P_CONTAINERS)?.map(|(raw, _)| names(raw));
+    let skip = r.find(&P_SKIP_CONTAINERS)?.map(|(raw, _)| names(raw));
+    let scope = match (only, skip) {
+        (Some(_), Some(_)) => {
+            return Err(Denial::new(format!(
+                "sbmesh: set either {} or {} on the pod, not both",
+                keys::CONTAINERS,
+                keys::SKIP_CONTAINERS
+            )));
+        }
+        (Some(only), None) => Scope::Only(only),
+        (None, Some(skip)) => Scope::Skip(skip),
+        (None, None) => Scope::All,
+    };
+
+    for key in annotations.keys() {
+        if key.starts_with(keys::PREFIX) && !keys::POD_KEYS.contains(&key.as_str()) {
+            warnings.push(format!("sbmesh: {key} is not an sbmesh annotation and is ignored"));
+        }
+    }
+
+    if subject.service_account == "default" {
+        let msg = format!(
+            "pod runs as the default ServiceAccount of {}; a federated credential is bound to one \
+             ServiceAccount, so give this workload its own (spec.serviceAccountName)",
+            subject.namespace
+        );
+        match defaults.require_dedicated_service_account {
+            Policy::Deny => return Err(Denial::new(format!("sbmesh: {msg}"))),
+            Policy::Warn => warnings.push(format!("sbmesh: {msg}")),
+            Policy::Off => {}
+        }
+    }
+
+    if egress != Egress::None && !headed_for_mesh(pod, ctx) {
+        warnings.push(
+            "sbmesh: this pod gets no Istio sidecar (pod label sidecar.istio.io/inject is not \
+             \"true\" and its Namespace has neither istio-injection=enabled nor istio.io/rev), so \
+             the Istio egress annotations have no effect"
+                .to_string(),
+        );
+    }
+
+    Ok(Decision::Inject(Box::new(InjectionPlan {
+        mode,
+        subject,
+        client_id,
+        tenant_id: if mode == IdentityMode::Inject { tenant_id } else { None },
+        cloud,
+        servicebus_namespace,
+        queues,
+        topics,
+        subscription,
+        token_expiration,
+        scope,
+        egress,
+        env_aliases,
+        native_sidecar: defaults.native_sidecar,
+        mesh_exclude_outbound_ports: defaults.mesh_exclude_outbound_ports.clone(),
+        connection_string_policy: defaults.connection_string_policy,
+        warnings,
+    })))
+}
+
+fn names(raw: &str) -> Vec<String> {
+    values::split_list(raw).into_iter().map(str::to_string).collect()
+}
+
+/// Whether Istio will inject a sidecar. Without Namespace knowledge only the pod label can say
+/// no for certain; then the benefit of the doubt goes to the mesh.
+fn headed_for_mesh(pod: &Value, ctx: &Context) -> bool {
+    let label = pod
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .and_then(|l| l.get(keys::ISTIO_SIDECAR_INJECT))
+        .and_then(Value::as_str);
+    match label {
+        Some("true") => true,
+        Some("false") => false,
+        _ => match ctx.namespace_labels {
+            None => true,
+            Some(ns) => {
+                ns.get(keys::NS_ISTIO_INJECTION).map(String::as_str) == Some("enabled")
+                    || ns.contains_key(keys::NS_ISTIO_REV)
+            }
+        },
+    }
+}
+
+/// Keeps user values in messages short (annotations can be 256 KiB).
+pub(crate) fn truncate(s: &str) -> String {
+    const MAX: usize = 120;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

@@ -1,0 +1,111 @@
+//! Workload identity: the pod label, the projected token volume and its mount, and the
+//! `AZURE_*` identity env (the last three only in `inject` mode).
+
+use serde_json::{Value, json};
+
+use crate::contract::{Denial, IdentityMode, InjectionPlan, keys};
+
+use super::patch::MapEdits;
+
+pub const VOLUME_NAME: &str = "sbmesh-azure-identity-token";
+pub const TOKEN_AUDIENCE: &str = "api://AzureADTokenExchange";
+pub const TOKEN_PATH: &str = "azure-identity-token";
+pub const MOUNT_PATH: &str = "/var/run/secrets/azure/tokens";
+pub const TOKEN_FILE: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
+
+/// Identity env in the contract's order (empty in `delegate` mode).
+pub fn env(plan: &InjectionPlan, out: &mut Vec<(&'static str, String)>) {
+    if plan.mode != IdentityMode::Inject {
+        return;
+    }
+    out.push(("AZURE_CLIENT_ID", plan.client_id.to_string()));
+    if let Some(t) = &plan.tenant_id {
+        out.push(("AZURE_TENANT_ID", t.to_string()));
+    }
+    out.push(("AZURE_FEDERATED_TOKEN_FILE", TOKEN_FILE.to_string()));
+    out.push(("AZURE_AUTHORITY_HOST", plan.cloud.authority_host().to_string()));
+}
+
+/// Sets `azure.workload.identity/use: "true"`; another value contradicts the opt-in.
+pub fn label(labels: &mut MapEdits) -> Result<(), Denial> {
+    match labels.get(keys::AWI_USE) {
+        Some("true") => Ok(()),
+        Some(other) => Err(Denial::new(format!(
+            "sbmesh: pod label {} is \"{}\", but the pod opts in with {}: \"true\", which needs \
+             that label to be \"true\"; the two contradict each other: remove the label or the \
+             annotation",
+            keys::AWI_USE,
+            crate::contract::truncate(other),
+            keys::INJECT
+        ))),
+        None => {
+            labels.set(keys::AWI_USE, "true".to_string());
+            Ok(())
+        }
+    }
+}
+
+/// The projected token volume sbmesh adds.
+pub fn volume(plan: &InjectionPlan) -> Value {
+    json!({
+        "name": VOLUME_NAME,
+        "projected": {
+            "sources": [{
+                "serviceAccountToken": {
+                    "audience": TOKEN_AUDIENCE,
+                    "expirationSeconds": plan.token_expiration.seconds(),
+                    "path": TOKEN_PATH,
+                }
+            }]
+        }
+    })
+}
+
+/// The read-only mount of the token volume.
+pub fn mount() -> Value {
+    json!({"name": VOLUME_NAME, "mountPath": MOUNT_PATH, "readOnly": true})
+}
+
+/// Whether an existing volume of our name is the one we would add, ignoring fields the API
+/// server defaults (`defaultMode`).
+pub fn volume_matches(existing: &Value, plan: &InjectionPlan) -> bool {
+    let Some(v) = existing.as_object() else {
+        return false;
+    };
+    if v.keys().any(|k| k != "name" && k != "projected") {
+        return false;
+    }
+    let Some(projected) = v.get("projected").and_then(Value::as_object) else {
+        return false;
+    };
+    if projected.keys().any(|k| k != "sources" && k != "defaultMode") {
+        return false;
+    }
+    let Some([source]) = projected.get("sources").and_then(Value::as_array).map(Vec::as_slice) else {
+        return false;
+    };
+    let Some(source) = source.as_object() else {
+        return false;
+    };
+    if source.len() != 1 {
+        return false;
+    }
+    let Some(sat) = source.get("serviceAccountToken").and_then(Value::as_object) else {
+        return false;
+    };
+    sat.len() == 3
+        && sat.get("audience").and_then(Value::as_str) == Some(TOKEN_AUDIENCE)
+        && sat.get("path").and_then(Value::as_str) == Some(TOKEN_PATH)
+        && sat.get("expirationSeconds").and_then(Value::as_u64)
+            == Some(u64::from(plan.token_expiration.seconds()))
+}
+
+/// Whether an existing mount at our path is ours (name, read-only, nothing else).
+pub fn mount_matches(existing: &Value) -> bool {
+    let Some(m) = existing.as_object() else {
+        return false;
+    };
+    m.get("name").and_then(Value::as_str) == Some(VOLUME_NAME)
+        && m.get("readOnly").and_then(Value::as_bool) == Some(true)
+        && m.keys().all(|k| matches!(k.as_str(), "name" | "mountPath" | "readOnly"))
+}
