@@ -3,6 +3,8 @@
 //! server, the cluster caches and the offline injector are shells around it.
 
 pub mod admission;
+pub mod certs;
 pub mod cluster;
+pub mod config;
 pub mod contract;
 pub mod mutate;

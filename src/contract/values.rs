@@ -321,6 +321,13 @@ impl TokenExpiration {
     }
 }
 
+impl std::str::FromStr for TokenExpiration {
+    type Err = RuleViolation;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
 impl Default for TokenExpiration {
     fn default() -> Self {
         Self::DEFAULT
