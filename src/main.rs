@@ -1,1 +1,278 @@
-fn main(){}
+//! The `sbmesh` command: `serve` the webhook, `inject` manifests offline, make `certs`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use sbmesh::cluster::{Cluster, ClusterMode};
+use sbmesh::config::ParamArgs;
+use sbmesh::{certs, server};
+
+#[derive(Parser)]
+#[command(
+    name = "sbmesh",
+    version,
+    about = "Azure Service Bus with workload identity through an Istio mesh: a mutating admission webhook"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the admission webhook over HTTPS (POST /mutate), with an admin port for metrics.
+    Serve(Box<ServeArgs>),
+    /// Render the webhook's mutation into manifests, offline (like istioctl kube-inject).
+    Inject(Box<sbmesh::inject::Args>),
+    /// Make a CA and a serving certificate for the webhook's Service.
+    Certs(CertsArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// HTTPS address of the webhook.
+    #[arg(long, env = "SBMESH_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Plain-HTTP admin address (/metrics, /livez, /readyz), or "off".
+    #[arg(long, env = "SBMESH_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    admin_listen: String,
+    /// Serving certificate (PEM). Without it, a self-signed one for localhost is made.
+    #[arg(long, env = "SBMESH_TLS_CERT", requires = "tls_key", value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// Serving key (PEM). Re-read when it changes on disk, like the certificate.
+    #[arg(long, env = "SBMESH_TLS_KEY", requires = "tls_cert", value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+    /// Where the self-signed certificate goes when --tls-cert is not given.
+    #[arg(long, env = "SBMESH_SELF_SIGNED_DIR", value_name = "DIR")]
+    self_signed_dir: Option<PathBuf>,
+    /// Cluster lookups of ServiceAccounts and Namespaces: auto, on or off.
+    #[arg(long, env = "SBMESH_CLUSTER", default_value = "auto")]
+    cluster: ClusterMode,
+    /// Timeout of a direct API GET on a cache miss, in milliseconds.
+    #[arg(long, env = "SBMESH_LOOKUP_TIMEOUT_MS", default_value_t = 1500)]
+    lookup_timeout_ms: u64,
+    /// Log format.
+    #[arg(long, env = "SBMESH_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "sbmesh=debug".
+    #[arg(long, env = "SBMESH_LOG", default_value = "info")]
+    log: String,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "SBMESH_BODY_LIMIT_BYTES", default_value_t = 8 * 1024 * 1024)]
+    body_limit_bytes: usize,
+    /// Time allowed for a TLS handshake and HTTP/1 request headers, in milliseconds.
+    #[arg(long, env = "SBMESH_HEADER_READ_TIMEOUT_MS", default_value_t = 2000)]
+    header_read_timeout_ms: u64,
+    /// Time allowed for one request, in milliseconds (keep it below timeoutSeconds).
+    #[arg(long, env = "SBMESH_REQUEST_TIMEOUT_MS", default_value_t = 4000)]
+    request_timeout_ms: u64,
+    /// Open connections at most.
+    #[arg(long, env = "SBMESH_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Requests in flight at most; more get 503.
+    #[arg(long, env = "SBMESH_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    max_concurrent_requests: usize,
+    /// After SIGTERM: seconds to keep accepting connections while endpoints update.
+    #[arg(long, env = "SBMESH_DRAIN_GRACE_SECONDS", default_value_t = 5)]
+    drain_grace_seconds: u64,
+    /// After the grace: seconds for in-flight requests to finish.
+    #[arg(long, env = "SBMESH_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 15)]
+    shutdown_timeout_seconds: u64,
+    #[command(flatten)]
+    params: ParamArgs,
+}
+
+#[derive(clap::Args)]
+struct CertsArgs {
+    /// The webhook's Service name.
+    #[arg(long, default_value = "sbmesh")]
+    service: String,
+    /// The webhook's namespace.
+    #[arg(long, default_value = "sbmesh-system")]
+    namespace: String,
+    /// Folder for ca.crt, tls.crt and tls.key.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Extra DNS name (repeatable).
+    #[arg(long = "dns", value_name = "NAME")]
+    dns: Vec<String>,
+    /// Extra IP address (repeatable).
+    #[arg(long = "ip", value_name = "IP")]
+    ip: Vec<IpAddr>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365)]
+    days: u32,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Certs(a) => report(make_certs(&a)),
+        Command::Serve(a) => report(runtime().and_then(|rt| rt.block_on(serve(*a)))),
+        Command::Inject(a) => match runtime() {
+            Ok(rt) => {
+                let code = rt.block_on(sbmesh::inject::run(
+                    &a,
+                    &mut std::io::stdin(),
+                    &mut std::io::stdout(),
+                    &mut std::io::stderr(),
+                ));
+                ExitCode::from(code)
+            }
+            Err(e) => report(Err(e)),
+        },
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sbmesh: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn make_certs(a: &CertsArgs) -> anyhow::Result<()> {
+    let req = certs::Request::for_service(&a.service, &a.namespace, &a.dns, &a.ip, a.days);
+    let generated = certs::generate(&req)?;
+    let written = certs::write(&a.out, &generated)?;
+    eprintln!(
+        "sbmesh certs: wrote {} (CA), {} and {} (mode 0600) for {}; valid {} days",
+        written.ca.display(),
+        written.cert.display(),
+        written.key.display(),
+        req.dns_names.join(", "),
+        a.days
+    );
+    eprintln!("sbmesh certs: the caBundle for the MutatingWebhookConfiguration follows on stdout");
+    println!("{}", certs::ca_bundle(&generated));
+    Ok(())
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter).with_context(|| format!("--log {filter:?} is not a valid filter"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    init_logging(a.log_format, &a.log)?;
+    let params = a.params.resolve()?;
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => server::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => {
+            let dir = a
+                .self_signed_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("sbmesh"));
+            let generated = certs::generate(&certs::Request::localhost(30))?;
+            let written = certs::write(&dir, &generated)?;
+            tracing::warn!(
+                ca = %written.ca.display(),
+                "no --tls-cert given: serving a self-signed certificate for localhost and 127.0.0.1; \
+                 clients can trust it with --cacert {}",
+                written.ca.display()
+            );
+            server::TlsFiles {
+                cert: written.cert,
+                key: written.key,
+            }
+        }
+    };
+    let cluster = Cluster::start(a.cluster, params.identity_mode, Duration::from_millis(a.lookup_timeout_ms))
+        .await
+        .context("cluster lookups")?;
+    let webhook = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.listen))?;
+    let admin = if a.admin_listen.eq_ignore_ascii_case("off") {
+        None
+    } else {
+        let addr: SocketAddr = a
+            .admin_listen
+            .parse()
+            .with_context(|| format!("--admin-listen {:?} is not an address or \"off\"", a.admin_listen))?;
+        Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        )
+    };
+    tracing::info!(
+        listen = %a.listen,
+        admin = %a.admin_listen,
+        identity_mode = %params.identity_mode,
+        cloud = %params.defaults.cloud,
+        version = env!("CARGO_PKG_VERSION"),
+        "sbmesh serving"
+    );
+    let settings = server::Settings {
+        body_limit: a.body_limit_bytes,
+        header_read_timeout: Duration::from_millis(a.header_read_timeout_ms),
+        request_timeout: Duration::from_millis(a.request_timeout_ms),
+        max_connections: a.max_connections,
+        max_concurrent_requests: a.max_concurrent_requests,
+        drain_grace: Duration::from_secs(a.drain_grace_seconds),
+        shutdown_timeout: Duration::from_secs(a.shutdown_timeout_seconds),
+        ..server::Settings::default()
+    };
+    let app = server::App {
+        defaults: Arc::new(params.defaults),
+        cluster,
+    };
+    server::serve(webhook, admin, tls, app, settings, shutdown_signal()).await?;
+    tracing::info!("sbmesh stopped");
+    Ok(())
+}
+
+/// SIGTERM (kubelet) or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot watch SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
