@@ -119,6 +119,8 @@ struct CertsArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One crypto provider in the process: ring, for the server and the kube client alike.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Certs(a) => report(make_certs(&a)),
         Command::Serve(a) => report(runtime().and_then(|rt| rt.block_on(serve(*a)))),

@@ -139,6 +139,13 @@ keyword_enum!(
     /// The Azure cloud: picks the authority host and the Service Bus DNS suffix.
     Cloud { Public => "public", China => "china", UsGov => "usgov" }
 );
+
+#[allow(clippy::derivable_impls)] // the macro cannot carry #[default]
+impl Default for Cloud {
+    fn default() -> Self {
+        Cloud::Public
+    }
+}
 keyword_enum!(
     /// How Service Bus traffic leaves the pod.
     Egress { Mesh => "mesh", Bypass => "bypass", None => "none" }
@@ -161,12 +168,6 @@ keyword_enum!(
     /// Workload Identity webhook is installed).
     IdentityModeSetting { Inject => "inject", Delegate => "delegate", Auto => "auto" }
 );
-
-impl Default for Cloud {
-    fn default() -> Self {
-        Cloud::Public
-    }
-}
 
 impl Cloud {
     pub fn authority_host(self) -> &'static str {

@@ -1,0 +1,297 @@
+//! The webhook port's routes: `POST /mutate` (read the body under a limit, hand it to the pure
+//! core, look up the cluster's facts for an opted-in pod, answer), `/healthz` and `/readyz`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use tracing::Instrument as _;
+
+use super::Shared;
+use super::metrics::Rejection;
+use crate::admission::{self, Triage};
+
+/// Bodies above this are parsed and mutated on the blocking pool rather than inline. Measured
+/// (debug build, so an upper bound): a 17 KiB review takes ~0.3 ms, 256 KiB ~3.6 ms, 8 MiB
+/// ~140 ms. Typical pods (5–20 KiB) stay inline, where a thread handoff would cost more than
+/// the work; big ones must not stall a runtime worker that other connections share.
+const BLOCKING_ABOVE: usize = 64 * 1024;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+pub(crate) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub(crate) async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.health.not_ready() {
+        None => "ok\n".into_response(),
+        Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
+    }
+}
+
+pub(crate) async fn not_found() -> Response {
+    text(StatusCode::NOT_FOUND, "not found".into())
+}
+
+/// A one-line plain-text answer.
+pub(crate) fn text(status: StatusCode, message: String) -> Response {
+    let mut line = message.replace(['\n', '\r'], " ");
+    line.push('\n');
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        line,
+    )
+        .into_response()
+}
+
+async fn mutate(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let started = Instant::now();
+    let Ok(_permit) = shared.in_flight.clone().try_acquire_owned() else {
+        shared.metrics.rejected(Rejection::Overloaded);
+        let limit = shared.max_concurrent_requests;
+        tracing::warn!(limit, "admission request refused: too many in flight");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("sbmesh: {limit} admission requests already in flight; try again"),
+        );
+    };
+    let span = tracing::info_span!("admission", uid = tracing::field::Empty);
+    let answer =
+        admit(&shared, request.into_body(), started, span.clone()).instrument(span.clone());
+    match tokio::time::timeout(shared.request_timeout, answer).await {
+        Ok(response) => response,
+        Err(_) => {
+            shared.metrics.rejected(Rejection::Timeout);
+            let limit = shared.request_timeout;
+            span.in_scope(|| {
+                tracing::warn!(
+                    latency_us = micros(started),
+                    "admission request not answered within {limit:?}"
+                );
+            });
+            text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("sbmesh: the admission request was not answered within {limit:?}"),
+            )
+        }
+    }
+}
+
+/// Who the request is about, for the log line.
+struct About {
+    uid: String,
+    namespace: String,
+    name: String,
+    operation: String,
+    dry_run: bool,
+}
+
+impl About {
+    fn of(request: &admission::Request) -> Self {
+        Self {
+            uid: request.uid.clone(),
+            namespace: request.namespace.clone().unwrap_or_default(),
+            name: request.display_name().to_string(),
+            operation: request.operation.clone(),
+            dry_run: request.dry_run.unwrap_or(false),
+        }
+    }
+}
+
+/// A response ready to send.
+struct Rendered {
+    outcome: admission::Outcome,
+    ops: usize,
+    patch_bytes: Option<usize>,
+    json: Vec<u8>,
+}
+
+fn render(response: admission::Response) -> Rendered {
+    Rendered {
+        outcome: response.outcome,
+        ops: response.ops.len(),
+        patch_bytes: response.patch_json().map(|p| p.len()),
+        json: response.to_review_json(),
+    }
+}
+
+async fn admit(shared: &Shared, body: Body, started: Instant, span: tracing::Span) -> Response {
+    let body = match read_body(shared, body, started).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let blocking = body.len() > BLOCKING_ABOVE;
+    let request = match cpu(blocking, move || admission::parse(&body)).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(bad)) => {
+            shared.metrics.rejected(Rejection::BadRequest);
+            shared
+                .metrics
+                .admission("invalid", "none", seconds(started), None);
+            tracing::info!(outcome = "invalid", latency_us = micros(started), error = %bad, "admission");
+            return text(StatusCode::BAD_REQUEST, format!("sbmesh: {bad}"));
+        }
+        Err(panic) => return panic.into_response(shared, started),
+    };
+    span.record("uid", request.uid.as_str());
+    let about = About::of(&request);
+
+    let (mode, rendered) = match admission::triage(&request) {
+        Triage::Answer(response) => ("none", render(response)),
+        Triage::Pod {
+            namespace,
+            service_account,
+            ..
+        } => match shared.app.cluster.facts(namespace, service_account).await {
+            Err(denial) => (
+                "none",
+                render(admission::Response::deny(&request.uid, denial)),
+            ),
+            Ok(facts) => {
+                let mode = facts.context().identity_mode.as_str();
+                let defaults = shared.app.defaults.clone();
+                let rendered = cpu(blocking, move || {
+                    // The same triage again: the request moved here to be owned by this closure.
+                    let response = match admission::triage(&request) {
+                        Triage::Pod { pod, namespace, .. } => admission::admit_pod(
+                            &request.uid,
+                            pod,
+                            namespace,
+                            &facts.context(),
+                            &defaults,
+                        ),
+                        Triage::Answer(response) => response,
+                    };
+                    render(response)
+                })
+                .await;
+                match rendered {
+                    Ok(rendered) => (mode, rendered),
+                    Err(panic) => return panic.into_response(shared, started),
+                }
+            }
+        },
+    };
+
+    let outcome = rendered.outcome.as_str();
+    shared
+        .metrics
+        .admission(outcome, mode, seconds(started), rendered.patch_bytes);
+    tracing::info!(
+        uid = %about.uid,
+        namespace = %about.namespace,
+        name = %about.name,
+        operation = %about.operation,
+        dry_run = about.dry_run,
+        outcome,
+        mode,
+        ops = rendered.ops,
+        patch_bytes = rendered.patch_bytes.unwrap_or(0),
+        latency_us = micros(started),
+        "admission"
+    );
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Bytes::from(rendered.json),
+    )
+        .into_response()
+}
+
+/// The whole body, or the answer to send instead (413 over the limit, 400 if unreadable).
+async fn read_body(shared: &Shared, body: Body, started: Instant) -> Result<Bytes, Response> {
+    let limit = shared.body_limit;
+    let too_large = || {
+        shared.metrics.rejected(Rejection::BodyTooLarge);
+        shared
+            .metrics
+            .admission("invalid", "none", seconds(started), None);
+        tracing::info!(
+            outcome = "invalid",
+            limit,
+            latency_us = micros(started),
+            "admission body over the limit"
+        );
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("sbmesh: the request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    // A declared length over the limit is refused before reading a byte of it.
+    if axum::body::HttpBody::size_hint(&body)
+        .exact()
+        .is_some_and(|n| n > limit as u64)
+    {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => {
+            shared.metrics.rejected(Rejection::BadRequest);
+            shared
+                .metrics
+                .admission("invalid", "none", seconds(started), None);
+            tracing::info!(outcome = "invalid", error = %e, latency_us = micros(started), "admission body could not be read");
+            Err(text(
+                StatusCode::BAD_REQUEST,
+                format!("sbmesh: could not read the request body: {e}"),
+            ))
+        }
+    }
+}
+
+/// A panic in the core is a bug; the API server gets a clear 500 and the process lives on.
+struct Panicked;
+
+impl Panicked {
+    fn into_response(self, shared: &Shared, started: Instant) -> Response {
+        shared
+            .metrics
+            .admission("invalid", "none", seconds(started), None);
+        tracing::error!("the admission core panicked; this is a bug");
+        text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "sbmesh: internal error while answering the admission request (a bug; see the webhook's log)".into(),
+        )
+    }
+}
+
+/// Runs CPU-bound work inline, or on the blocking pool when `blocking`.
+async fn cpu<T, F>(blocking: bool, work: F) -> Result<T, Panicked>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let guarded =
+        move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|_| Panicked);
+    if blocking {
+        tokio::task::spawn_blocking(guarded)
+            .await
+            .unwrap_or(Err(Panicked))
+    } else {
+        guarded()
+    }
+}
+
+fn seconds(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64()
+}
+
+fn micros(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
