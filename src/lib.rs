@@ -7,4 +7,6 @@ pub mod certs;
 pub mod cluster;
 pub mod config;
 pub mod contract;
+pub mod inject;
 pub mod mutate;
+pub mod server;
