@@ -261,7 +261,13 @@ pub fn triage(req: &Request) -> Triage<'_> {
 }
 
 /// Plans and mutates an opted-in pod with the cluster's view in `ctx`.
-pub fn admit_pod(uid: &str, pod: &Value, namespace: &str, ctx: &Context, defaults: &Defaults) -> Response {
+pub fn admit_pod(
+    uid: &str,
+    pod: &Value,
+    namespace: &str,
+    ctx: &Context,
+    defaults: &Defaults,
+) -> Response {
     let plan = match contract::plan(pod, namespace, ctx, defaults) {
         Ok(Decision::Inject(plan)) => plan,
         Ok(Decision::Skip) => return Response::allow(uid),

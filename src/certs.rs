@@ -33,7 +33,13 @@ pub struct Request {
 
 impl Request {
     /// The names under which the API server reaches `service` in `namespace`, plus extras.
-    pub fn for_service(service: &str, namespace: &str, extra_dns: &[String], ips: &[IpAddr], days: u32) -> Self {
+    pub fn for_service(
+        service: &str,
+        namespace: &str,
+        extra_dns: &[String],
+        ips: &[IpAddr],
+        days: u32,
+    ) -> Self {
         let mut dns_names = vec![
             service.to_string(),
             format!("{service}.{namespace}"),
@@ -56,7 +62,10 @@ impl Request {
     pub fn localhost(days: u32) -> Self {
         Self {
             dns_names: vec!["localhost".into()],
-            ips: vec!["127.0.0.1".parse().expect("literal"), "::1".parse().expect("literal")],
+            ips: vec![
+                "127.0.0.1".parse().expect("literal"),
+                "::1".parse().expect("literal"),
+            ],
             days,
         }
     }
@@ -79,8 +88,13 @@ pub fn generate(req: &Request) -> Result<Generated, CertError> {
 
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name.push(DnType::CommonName, "sbmesh webhook CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.distinguished_name
+        .push(DnType::CommonName, "sbmesh webhook CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     ca.not_before = not_before;
     ca.not_after = now + Duration::days(i64::from(req.days) + 1);
     let ca_key = KeyPair::generate()?;
@@ -88,10 +102,13 @@ pub fn generate(req: &Request) -> Result<Generated, CertError> {
     let issuer = Issuer::new(ca, ca_key);
 
     let mut leaf = CertificateParams::new(Vec::<String>::new())?;
-    leaf.distinguished_name
-        .push(DnType::CommonName, req.dns_names.first().map_or("sbmesh", String::as_str));
+    leaf.distinguished_name.push(
+        DnType::CommonName,
+        req.dns_names.first().map_or("sbmesh", String::as_str),
+    );
     for d in &req.dns_names {
-        leaf.subject_alt_names.push(SanType::DnsName(d.as_str().try_into()?));
+        leaf.subject_alt_names
+            .push(SanType::DnsName(d.as_str().try_into()?));
     }
     for ip in &req.ips {
         leaf.subject_alt_names.push(SanType::IpAddress(*ip));
@@ -167,7 +184,13 @@ mod tests {
 
     #[test]
     fn service_certificate_covers_every_service_name() {
-        let r = Request::for_service("sbmesh", "sbmesh-system", &["extra.example".into()], &[], 365);
+        let r = Request::for_service(
+            "sbmesh",
+            "sbmesh-system",
+            &["extra.example".into()],
+            &[],
+            365,
+        );
         assert_eq!(
             r.dns_names,
             vec![
@@ -199,6 +222,9 @@ mod tests {
 
     #[test]
     fn days_out_of_range_is_refused() {
-        assert!(matches!(generate(&Request::localhost(0)), Err(CertError::Days(0))));
+        assert!(matches!(
+            generate(&Request::localhost(0)),
+            Err(CertError::Days(0))
+        ));
     }
 }

@@ -88,7 +88,11 @@ pub struct ParamArgs {
     #[arg(long, env = "SBMESH_CONNECTION_STRING_POLICY", value_name = "POLICY")]
     pub connection_string_policy: Option<Policy>,
     /// Pods on the `default` ServiceAccount: warn, deny or off.
-    #[arg(long, env = "SBMESH_REQUIRE_DEDICATED_SERVICE_ACCOUNT", value_name = "POLICY")]
+    #[arg(
+        long,
+        env = "SBMESH_REQUIRE_DEDICATED_SERVICE_ACCOUNT",
+        value_name = "POLICY"
+    )]
     pub require_dedicated_service_account: Option<Policy>,
     /// Add `sidecar.istio.io/nativeSidecar: "true"`.
     #[arg(long, env = "SBMESH_NATIVE_SIDECAR", value_name = "BOOL")]
@@ -135,7 +139,10 @@ impl ParamArgs {
         let defaults = Defaults {
             client_id: self.client_id.clone().or(file.client_id),
             tenant_id: self.tenant_id.clone().or(file.tenant_id),
-            servicebus_namespace: self.servicebus_namespace.clone().or(file.servicebus_namespace),
+            servicebus_namespace: self
+                .servicebus_namespace
+                .clone()
+                .or(file.servicebus_namespace),
             cloud: self.cloud.or(file.cloud).unwrap_or(base.cloud),
             egress: self.egress.or(file.egress).unwrap_or(base.egress),
             token_expiration: self
@@ -150,7 +157,10 @@ impl ParamArgs {
                 .require_dedicated_service_account
                 .or(file.require_dedicated_service_account)
                 .unwrap_or(base.require_dedicated_service_account),
-            native_sidecar: self.native_sidecar.or(file.native_sidecar).unwrap_or(base.native_sidecar),
+            native_sidecar: self
+                .native_sidecar
+                .or(file.native_sidecar)
+                .unwrap_or(base.native_sidecar),
             mesh_exclude_outbound_ports,
         };
         if let Some(ns) = &defaults.servicebus_namespace {
@@ -217,7 +227,11 @@ mod tests {
 
     #[test]
     fn invalid_config_values_are_errors_at_start() {
-        for bad in ["tenantId: not-a-guid\n", "cloud: mars\n", "tokenExpiration: 60\n"] {
+        for bad in [
+            "tenantId: not-a-guid\n",
+            "cloud: mars\n",
+            "tokenExpiration: 60\n",
+        ] {
             let (_d, p) = file(bad);
             assert!(
                 ParamArgs {

@@ -35,7 +35,8 @@ pub mod keys {
     /// Azure Workload Identity's keys, read from the ServiceAccount.
     pub const AWI_CLIENT_ID: &str = "azure.workload.identity/client-id";
     pub const AWI_TENANT_ID: &str = "azure.workload.identity/tenant-id";
-    pub const AWI_TOKEN_EXPIRATION: &str = "azure.workload.identity/service-account-token-expiration";
+    pub const AWI_TOKEN_EXPIRATION: &str =
+        "azure.workload.identity/service-account-token-expiration";
     /// The workload-identity pod label.
     pub const AWI_USE: &str = "azure.workload.identity/use";
 
@@ -144,10 +145,16 @@ pub struct Subject {
 
 impl Subject {
     pub fn federated(&self) -> String {
-        format!("system:serviceaccount:{}:{}", self.namespace, self.service_account)
+        format!(
+            "system:serviceaccount:{}:{}",
+            self.namespace, self.service_account
+        )
     }
     pub fn spiffe_id(&self) -> String {
-        format!("spiffe://cluster.local/ns/{}/sa/{}", self.namespace, self.service_account)
+        format!(
+            "spiffe://cluster.local/ns/{}/sa/{}",
+            self.namespace, self.service_account
+        )
     }
 }
 
@@ -369,7 +376,9 @@ impl<'a> Resolver<'a> {
                 "annotation {k} of ServiceAccount {}/{}",
                 self.subject.namespace, self.subject.service_account
             ),
-            Origin::Namespace(k) => format!("annotation {k} of Namespace {}", self.subject.namespace),
+            Origin::Namespace(k) => {
+                format!("annotation {k} of Namespace {}", self.subject.namespace)
+            }
         }
     }
 
@@ -432,7 +441,9 @@ impl<'a> Resolver<'a> {
         fallback: Option<T>,
     ) -> Result<Option<T>, Denial> {
         match self.find(p)? {
-            Some((raw, origin)) => parse(raw).map(Some).map_err(|r| self.invalid(p, raw, &origin, &r)),
+            Some((raw, origin)) => parse(raw)
+                .map(Some)
+                .map_err(|r| self.invalid(p, raw, &origin, &r)),
             None => Ok(fallback),
         }
     }
@@ -454,7 +465,12 @@ impl<'a> Resolver<'a> {
 
 /// Reads the contract off a pod. `namespace` is `request.namespace` (always set by the API
 /// server, unlike `metadata.namespace` of controller-made pods).
-pub fn plan(pod: &Value, namespace: &str, ctx: &Context, defaults: &Defaults) -> Result<Decision, Denial> {
+pub fn plan(
+    pod: &Value,
+    namespace: &str,
+    ctx: &Context,
+    defaults: &Defaults,
+) -> Result<Decision, Denial> {
     if !opted_in(pod)? {
         return Ok(Decision::Skip);
     }
@@ -470,7 +486,9 @@ pub fn plan(pod: &Value, namespace: &str, ctx: &Context, defaults: &Defaults) ->
     };
     let mut warnings = Vec::new();
 
-    let cloud = r.get(&P_CLOUD, values::Cloud::parse, Some(defaults.cloud))?.unwrap_or_default();
+    let cloud = r
+        .get(&P_CLOUD, values::Cloud::parse, Some(defaults.cloud))?
+        .unwrap_or_default();
 
     let servicebus_namespace = match r.find(&P_NAMESPACE)? {
         Some((raw, origin)) => ServiceBusNamespace::parse(raw, cloud)
@@ -490,7 +508,12 @@ pub fn plan(pod: &Value, namespace: &str, ctx: &Context, defaults: &Defaults) ->
 
     let client_id = r
         .get(&P_CLIENT_ID, ClientId::parse, defaults.client_id.clone())?
-        .ok_or_else(|| r.missing(&P_CLIENT_ID, "client id (the Entra application id of the workload identity)"))?;
+        .ok_or_else(|| {
+            r.missing(
+                &P_CLIENT_ID,
+                "client id (the Entra application id of the workload identity)",
+            )
+        })?;
 
     let mode = ctx.identity_mode;
     let tenant_id = r.get(&P_TENANT_ID, TenantId::parse, defaults.tenant_id.clone())?;
@@ -498,13 +521,23 @@ pub fn plan(pod: &Value, namespace: &str, ctx: &Context, defaults: &Defaults) ->
         return Err(r.missing(&P_TENANT_ID, "tenant id"));
     }
     let token_expiration = r
-        .get(&P_TOKEN_EXPIRATION, TokenExpiration::parse, Some(defaults.token_expiration))?
+        .get(
+            &P_TOKEN_EXPIRATION,
+            TokenExpiration::parse,
+            Some(defaults.token_expiration),
+        )?
         .unwrap_or_default();
-    let egress = r.get(&P_EGRESS, Egress::parse, Some(defaults.egress))?.unwrap_or(Egress::Mesh);
+    let egress = r
+        .get(&P_EGRESS, Egress::parse, Some(defaults.egress))?
+        .unwrap_or(Egress::Mesh);
 
     let queues = r.list(&P_QUEUES, |s| EntityName::parse(s, EntityKind::Queue))?;
     let topics = r.list(&P_TOPICS, |s| EntityName::parse(s, EntityKind::Topic))?;
-    let subscription = r.get(&P_SUBSCRIPTION, |s| EntityName::parse(s, EntityKind::Subscription), None)?;
+    let subscription = r.get(
+        &P_SUBSCRIPTION,
+        |s| EntityName::parse(s, EntityKind::Subscription),
+        None,
+    )?;
     if subscription.is_some() && topics.len() != 1 {
         return Err(Denial::new(format!(
             "sbmesh: {} needs exactly one topic in {}, found {}; a subscription belongs to one topic",
@@ -532,7 +565,9 @@ pub fn plan(pod: &Value, namespace: &str, ctx: &Context, defaults: &Defaults) ->
 
     for key in annotations.keys() {
         if key.starts_with(keys::PREFIX) && !keys::POD_KEYS.contains(&key.as_str()) {
-            warnings.push(format!("sbmesh: {key} is not an sbmesh annotation and is ignored"));
+            warnings.push(format!(
+                "sbmesh: {key} is not an sbmesh annotation and is ignored"
+            ));
         }
     }
 
@@ -562,7 +597,11 @@ pub fn plan(pod: &Value, namespace: &str, ctx: &Context, defaults: &Defaults) ->
         mode,
         subject,
         client_id,
-        tenant_id: if mode == IdentityMode::Inject { tenant_id } else { None },
+        tenant_id: if mode == IdentityMode::Inject {
+            tenant_id
+        } else {
+            None
+        },
         cloud,
         servicebus_namespace,
         queues,
@@ -580,7 +619,10 @@ pub fn plan(pod: &Value, namespace: &str, ctx: &Context, defaults: &Defaults) ->
 }
 
 fn names(raw: &str) -> Vec<String> {
-    values::split_list(raw).into_iter().map(str::to_string).collect()
+    values::split_list(raw)
+        .into_iter()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Whether Istio will inject a sidecar. Without Namespace knowledge only the pod label can say

@@ -50,10 +50,20 @@ struct ServeArgs {
     #[arg(long, env = "SBMESH_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     admin_listen: String,
     /// Serving certificate (PEM). Without it, a self-signed one for localhost is made.
-    #[arg(long, env = "SBMESH_TLS_CERT", requires = "tls_key", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "SBMESH_TLS_CERT",
+        requires = "tls_key",
+        value_name = "PATH"
+    )]
     tls_cert: Option<PathBuf>,
     /// Serving key (PEM). Re-read when it changes on disk, like the certificate.
-    #[arg(long, env = "SBMESH_TLS_KEY", requires = "tls_cert", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "SBMESH_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "PATH"
+    )]
     tls_key: Option<PathBuf>,
     /// Where the self-signed certificate goes when --tls-cert is not given.
     #[arg(long, env = "SBMESH_SELF_SIGNED_DIR", value_name = "DIR")]
@@ -98,22 +108,32 @@ struct ServeArgs {
 #[derive(clap::Args)]
 struct CertsArgs {
     /// The webhook's Service name.
-    #[arg(long, default_value = "sbmesh")]
+    #[arg(long, env = "SBMESH_CERTS_SERVICE", default_value = "sbmesh")]
     service: String,
     /// The webhook's namespace.
-    #[arg(long, default_value = "sbmesh-system")]
+    #[arg(long, env = "SBMESH_CERTS_NAMESPACE", default_value = "sbmesh-system")]
     namespace: String,
     /// Folder for ca.crt, tls.crt and tls.key.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "SBMESH_CERTS_OUT", value_name = "DIR")]
     out: PathBuf,
     /// Extra DNS name (repeatable).
-    #[arg(long = "dns", value_name = "NAME")]
+    #[arg(
+        long = "dns",
+        env = "SBMESH_CERTS_DNS",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
     dns: Vec<String>,
     /// Extra IP address (repeatable).
-    #[arg(long = "ip", value_name = "IP")]
+    #[arg(
+        long = "ip",
+        env = "SBMESH_CERTS_IP",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
     ip: Vec<IpAddr>,
     /// Validity in days.
-    #[arg(long, default_value_t = 365)]
+    #[arg(long, env = "SBMESH_CERTS_DAYS", default_value_t = 365)]
     days: u32,
 }
 
@@ -174,10 +194,17 @@ fn make_certs(a: &CertsArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(filter).with_context(|| format!("--log {filter:?} is not a valid filter"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_new(filter)
+        .with_context(|| format!("--log {filter:?} is not a valid filter"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
         LogFormat::Text => builder.init(),
     }
     Ok(())
@@ -210,19 +237,25 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let cluster = Cluster::start(a.cluster, params.identity_mode, Duration::from_millis(a.lookup_timeout_ms))
-        .await
-        .context("cluster lookups")?;
+    let cluster = Cluster::start(
+        a.cluster,
+        params.identity_mode,
+        Duration::from_millis(a.lookup_timeout_ms),
+    )
+    .await
+    .context("cluster lookups")?;
     let webhook = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
     let admin = if a.admin_listen.eq_ignore_ascii_case("off") {
         None
     } else {
-        let addr: SocketAddr = a
-            .admin_listen
-            .parse()
-            .with_context(|| format!("--admin-listen {:?} is not an address or \"off\"", a.admin_listen))?;
+        let addr: SocketAddr = a.admin_listen.parse().with_context(|| {
+            format!(
+                "--admin-listen {:?} is not an address or \"off\"",
+                a.admin_listen
+            )
+        })?;
         Some(
             tokio::net::TcpListener::bind(addr)
                 .await
@@ -260,14 +293,15 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot watch SIGTERM: {e}");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot watch SIGTERM: {e}");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: draining"),
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),

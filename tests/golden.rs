@@ -46,7 +46,9 @@ fn admit(pod: &Value, body: &[u8], mode: IdentityMode) -> (Value, Value) {
     let mut out = pod.clone();
     if let Some(b64) = r["patch"].as_str() {
         assert_eq!(r["patchType"], "JSONPatch");
-        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
         let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
         json_patch::patch(&mut out, &patch).unwrap();
     }
@@ -59,8 +61,12 @@ fn compare_or_bless(expected_path: &Path, actual: &Value) {
         std::fs::write(expected_path, &pretty).unwrap();
         return;
     }
-    let want = std::fs::read_to_string(expected_path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with SBMESH_BLESS=1 to create it)", expected_path.display()));
+    let want = std::fs::read_to_string(expected_path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with SBMESH_BLESS=1 to create it)",
+            expected_path.display()
+        )
+    });
     let want: Value = serde_json::from_str(&want).unwrap();
     assert_eq!(
         &want,
@@ -90,7 +96,12 @@ fn golden(mode: IdentityMode, suffix: &str) {
         let pod: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let (patched, response) = admit(&pod, &review_of(&pod, "golden-1"), mode);
         assert_eq!(response["response"]["uid"], "golden-1");
-        assert_eq!(response["response"]["allowed"], true, "{}: {response:#}", path.display());
+        assert_eq!(
+            response["response"]["allowed"],
+            true,
+            "{}: {response:#}",
+            path.display()
+        );
         compare_or_bless(&path.with_extension(format!("{suffix}.json")), &patched);
         let (_, again) = admit(&patched, &review_of(&patched, "golden-2"), mode);
         assert!(
@@ -113,7 +124,10 @@ fn fixtures_are_patched_as_expected_in_delegate_mode() {
 
 #[test]
 fn captured_review_is_answered_with_its_uid_and_a_base64_patch() {
-    let body = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reviews/replicaset-orders.json")).unwrap();
+    let body = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reviews/replicaset-orders.json"),
+    )
+    .unwrap();
     let review: Value = serde_json::from_slice(&body).unwrap();
     let pod = review["request"]["object"].clone();
     let (patched, response) = admit(&pod, &body, IdentityMode::Inject);
@@ -121,8 +135,14 @@ fn captured_review_is_answered_with_its_uid_and_a_base64_patch() {
     assert_eq!(response["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(response["kind"], "AdmissionReview");
     assert_eq!(r["uid"], review["request"]["uid"]);
-    assert_eq!(r["auditAnnotations"]["subject"], "system:serviceaccount:payments:orders");
-    assert_eq!(patched["metadata"]["labels"]["azure.workload.identity/use"], "true");
+    assert_eq!(
+        r["auditAnnotations"]["subject"],
+        "system:serviceaccount:payments:orders"
+    );
+    assert_eq!(
+        patched["metadata"]["labels"]["azure.workload.identity/use"],
+        "true"
+    );
     // The fixture's orders container takes AZURE_CLIENT_ID from a Secret: kept, no warning.
     assert_eq!(
         patched["spec"]["containers"][0]["env"][2]["valueFrom"]["secretKeyRef"]["name"],

@@ -34,11 +34,14 @@ fn env_entry() -> impl Strategy<Value = Value> {
         Just("AZURE_SERVICEBUS_FULLYQUALIFIEDNAMESPACE".to_string()),
         Just("AZURE_AUTHORITY_HOST".to_string()),
     ];
-    (name, prop_oneof![
-        "[ -~]{0,20}".prop_map(|v| json!({"value": v})),
-        Just(json!({"valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})),
-        Just(json!({})),
-    ])
+    (
+        name,
+        prop_oneof![
+            "[ -~]{0,20}".prop_map(|v| json!({"value": v})),
+            Just(json!({"valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})),
+            Just(json!({})),
+        ],
+    )
         .prop_map(|(n, mut v)| {
             v["name"] = json!(n);
             v
@@ -75,7 +78,10 @@ fn container(name: String) -> impl Strategy<Value = Value> {
         })
 }
 
-fn containers(prefix: &'static str, range: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Value>> {
+fn containers(
+    prefix: &'static str,
+    range: std::ops::Range<usize>,
+) -> impl Strategy<Value = Vec<Value>> {
     prop::collection::vec(any::<u8>(), range).prop_flat_map(move |seeds| {
         seeds
             .iter()
@@ -102,7 +108,11 @@ fn annotations() -> impl Strategy<Value = Map<String, Value>> {
             Just("holdApplicationUntilProxyStarts: true".to_string()),
         ]),
         prop::option::of(prop::collection::vec(1u16..=65535, 0..4)),
-        prop::option::of(prop_oneof![Just("sdk"), Just("spring,dotnet"), Just("sdk,sdk")]),
+        prop::option::of(prop_oneof![
+            Just("sdk"),
+            Just("spring,dotnet"),
+            Just("sdk,sdk")
+        ]),
         prop::option::of("[a-z]{1,5}"),
         prop::collection::btree_map("[a-z]{1,6}\\.example/[a-z]{1,6}", "[ -~]{0,10}", 0..4),
     )
@@ -110,7 +120,10 @@ fn annotations() -> impl Strategy<Value = Map<String, Value>> {
             let mut a = Map::new();
             a.insert("sbmesh.io/inject".into(), json!("true"));
             a.insert("sbmesh.io/client-id".into(), json!(CLIENT_ID));
-            a.insert("sbmesh.io/servicebus-namespace".into(), json!("payments-prod"));
+            a.insert(
+                "sbmesh.io/servicebus-namespace".into(),
+                json!("payments-prod"),
+            );
             if let Some(e) = egress {
                 a.insert("sbmesh.io/egress".into(), json!(e));
             }
@@ -118,8 +131,15 @@ fn annotations() -> impl Strategy<Value = Map<String, Value>> {
                 a.insert("proxy.istio.io/config".into(), json!(p));
             }
             if let Some(ports) = ports {
-                let s = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
-                a.insert("traffic.sidecar.istio.io/excludeOutboundPorts".into(), json!(s));
+                let s = ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                a.insert(
+                    "traffic.sidecar.istio.io/excludeOutboundPorts".into(),
+                    json!(s),
+                );
             }
             if let Some(al) = aliases {
                 a.insert("sbmesh.io/env-aliases".into(), json!(al));
@@ -194,7 +214,11 @@ fn assert_survives(before: &Value, after: &Value, pointer: &str) {
                 assert_survives(v, after, &format!("{pointer}/{i}"));
             }
         }
-        leaf => assert_eq!(after.pointer(pointer), Some(leaf), "field {pointer} changed"),
+        leaf => assert_eq!(
+            after.pointer(pointer),
+            Some(leaf),
+            "field {pointer} changed"
+        ),
     }
 }
 
@@ -212,7 +236,10 @@ fn check(pod: &Value, mode: IdentityMode) {
     // Parents come before children: no op's path lies under a path added by a later op.
     for (i, op) in m.ops.iter().enumerate() {
         for later in &m.ops[i + 1..] {
-            assert!(!op.path().starts_with(&format!("{}/", later.path())), "{op:?} before its parent {later:?}");
+            assert!(
+                !op.path().starts_with(&format!("{}/", later.path())),
+                "{op:?} before its parent {later:?}"
+            );
         }
     }
 }

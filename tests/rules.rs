@@ -21,7 +21,10 @@ fn sb_env() -> Vec<(String, String)> {
             "AZURE_FEDERATED_TOKEN_FILE".into(),
             "/var/run/secrets/azure/tokens/azure-identity-token".into(),
         ),
-        ("AZURE_AUTHORITY_HOST".into(), "https://login.microsoftonline.com/".into()),
+        (
+            "AZURE_AUTHORITY_HOST".into(),
+            "https://login.microsoftonline.com/".into(),
+        ),
         (
             "AZURE_SERVICEBUS_FULLYQUALIFIEDNAMESPACE".into(),
             "payments-prod.servicebus.windows.net".into(),
@@ -39,9 +42,17 @@ fn delegate() -> Context<'static> {
 #[test]
 fn pod_without_the_annotation_is_skipped() {
     let mut p = pod(json!({}));
-    p["metadata"]["annotations"].as_object_mut().unwrap().remove("sbmesh.io/inject");
+    p["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sbmesh.io/inject");
     assert_eq!(
-        contract::plan(&p, "payments", &Context::offline(IdentityMode::Inject), &defaults()),
+        contract::plan(
+            &p,
+            "payments",
+            &Context::offline(IdentityMode::Inject),
+            &defaults()
+        ),
         Ok(Decision::Skip)
     );
 }
@@ -50,7 +61,12 @@ fn pod_without_the_annotation_is_skipped() {
 fn inject_false_is_skipped() {
     let p = pod(json!({"sbmesh.io/inject": "FALSE"}));
     assert_eq!(
-        contract::plan(&p, "payments", &Context::offline(IdentityMode::Inject), &defaults()),
+        contract::plan(
+            &p,
+            "payments",
+            &Context::offline(IdentityMode::Inject),
+            &defaults()
+        ),
         Ok(Decision::Skip)
     );
 }
@@ -63,7 +79,10 @@ fn inject_parses_case_insensitively() {
 #[test]
 fn inject_value_that_is_not_a_boolean_is_denied() {
     let msg = denied(&pod(json!({"sbmesh.io/inject": "yes please"})));
-    assert!(msg.contains("sbmesh.io/inject") && msg.contains("yes please"), "{msg}");
+    assert!(
+        msg.contains("sbmesh.io/inject") && msg.contains("yes please"),
+        "{msg}"
+    );
 }
 
 // ---------------------------------------------------------------- identity
@@ -71,7 +90,10 @@ fn inject_value_that_is_not_a_boolean_is_denied() {
 #[test]
 fn adds_the_workload_identity_label() {
     let (out, _) = run(&pod(json!({}))).unwrap();
-    assert_eq!(out["metadata"]["labels"]["azure.workload.identity/use"], "true");
+    assert_eq!(
+        out["metadata"]["labels"]["azure.workload.identity/use"],
+        "true"
+    );
     assert_eq!(out["metadata"]["labels"]["app"], "orders");
 }
 
@@ -80,7 +102,10 @@ fn creates_labels_map_when_the_pod_has_none() {
     let mut p = pod(json!({}));
     p["metadata"].as_object_mut().unwrap().remove("labels");
     let (out, m) = run(&p).unwrap();
-    assert_eq!(out["metadata"]["labels"], json!({"azure.workload.identity/use": "true"}));
+    assert_eq!(
+        out["metadata"]["labels"],
+        json!({"azure.workload.identity/use": "true"})
+    );
     assert!(m.ops.iter().any(|o| o.path() == "/metadata/labels"));
 }
 
@@ -89,7 +114,10 @@ fn workload_identity_label_with_another_value_is_denied() {
     let mut p = pod(json!({}));
     p["metadata"]["labels"]["azure.workload.identity/use"] = json!("false");
     let msg = denied(&p);
-    assert!(msg.contains("azure.workload.identity/use") && msg.contains("contradict"), "{msg}");
+    assert!(
+        msg.contains("azure.workload.identity/use") && msg.contains("contradict"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -120,18 +148,34 @@ fn token_expiration_defaults_to_3600() {
 #[test]
 fn token_expiration_out_of_range_is_denied() {
     let msg = denied(&pod(json!({"sbmesh.io/token-expiration": "600"})));
-    assert!(msg.contains("sbmesh.io/token-expiration") && msg.contains("\"600\"") && msg.contains("3600"), "{msg}");
+    assert!(
+        msg.contains("sbmesh.io/token-expiration")
+            && msg.contains("\"600\"")
+            && msg.contains("3600"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn mounts_token_read_only_in_every_container_and_init_container() {
     let mut p = pod(json!({}));
     p["spec"]["initContainers"] = json!([{"name": "migrate", "image": "x"}]);
-    p["spec"]["containers"].as_array_mut().unwrap().push(json!({"name": "worker", "image": "y"}));
+    p["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "worker", "image": "y"}));
     let (out, _) = run(&p).unwrap();
     let mount = json!([{"name": "sbmesh-azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": true}]);
-    for ptr in ["/spec/initContainers/0", "/spec/containers/0", "/spec/containers/1"] {
-        assert_eq!(out.pointer(&format!("{ptr}/volumeMounts")), Some(&mount), "{ptr}");
+    for ptr in [
+        "/spec/initContainers/0",
+        "/spec/containers/0",
+        "/spec/containers/1",
+    ] {
+        assert_eq!(
+            out.pointer(&format!("{ptr}/volumeMounts")),
+            Some(&mount),
+            "{ptr}"
+        );
         assert_eq!(env(&out, ptr), sb_env(), "{ptr}");
     }
 }
@@ -141,8 +185,15 @@ fn ephemeral_containers_are_never_touched() {
     let mut p = pod(json!({}));
     p["spec"]["ephemeralContainers"] = json!([{"name": "debug", "image": "busybox"}]);
     let (out, m) = run(&p).unwrap();
-    assert_eq!(out["spec"]["ephemeralContainers"], p["spec"]["ephemeralContainers"]);
-    assert!(m.ops.iter().all(|o| !o.path().starts_with("/spec/ephemeralContainers")));
+    assert_eq!(
+        out["spec"]["ephemeralContainers"],
+        p["spec"]["ephemeralContainers"]
+    );
+    assert!(
+        m.ops
+            .iter()
+            .all(|o| !o.path().starts_with("/spec/ephemeralContainers"))
+    );
 }
 
 #[test]
@@ -150,10 +201,13 @@ fn existing_identical_volume_and_mount_are_left_alone() {
     let mut p = pod(json!({}));
     p["spec"]["volumes"] = json!([{"name": "sbmesh-azure-identity-token", "projected": {"defaultMode": 420, "sources": [
         {"serviceAccountToken": {"audience": "api://AzureADTokenExchange", "expirationSeconds": 3600, "path": "azure-identity-token"}}]}}]);
-    p["spec"]["containers"][0]["volumeMounts"] =
-        json!([{"name": "sbmesh-azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": true}]);
+    p["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "sbmesh-azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": true}]);
     let (_, m) = run(&p).unwrap();
-    assert!(m.ops.iter().all(|o| !o.path().contains("olume")), "{:#?}", m.ops);
+    assert!(
+        m.ops.iter().all(|o| !o.path().contains("olume")),
+        "{:#?}",
+        m.ops
+    );
 }
 
 #[test]
@@ -161,7 +215,10 @@ fn differing_volume_of_our_name_is_denied_not_overwritten() {
     let mut p = pod(json!({}));
     p["spec"]["volumes"] = json!([{"name": "sbmesh-azure-identity-token", "emptyDir": {}}]);
     let msg = denied(&p);
-    assert!(msg.contains("sbmesh-azure-identity-token") && msg.contains("does not overwrite"), "{msg}");
+    assert!(
+        msg.contains("sbmesh-azure-identity-token") && msg.contains("does not overwrite"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -178,14 +235,16 @@ fn differing_mount_at_our_path_is_denied() {
     p["spec"]["containers"][0]["volumeMounts"] =
         json!([{"name": "other", "mountPath": "/var/run/secrets/azure/tokens/"}]);
     let msg = denied(&p);
-    assert!(msg.contains("container app") && msg.contains("other"), "{msg}");
+    assert!(
+        msg.contains("container app") && msg.contains("other"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn writable_mount_of_our_volume_is_denied() {
     let mut p = pod(json!({}));
-    p["spec"]["containers"][0]["volumeMounts"] =
-        json!([{"name": "sbmesh-azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens"}]);
+    p["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "sbmesh-azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens"}]);
     denied(&p);
 }
 
@@ -193,12 +252,17 @@ fn writable_mount_of_our_volume_is_denied() {
 
 #[test]
 fn appends_env_after_user_env_in_contract_order() {
-    let mut p = pod(json!({"sbmesh.io/queues": "orders, payments,orders", "sbmesh.io/topics": "events", "sbmesh.io/subscription": "audit"}));
+    let mut p = pod(
+        json!({"sbmesh.io/queues": "orders, payments,orders", "sbmesh.io/topics": "events", "sbmesh.io/subscription": "audit"}),
+    );
     p["spec"]["containers"][0]["env"] = json!([{"name": "LOG_LEVEL", "value": "info"}]);
     let (out, _) = run(&p).unwrap();
     let mut want = vec![("LOG_LEVEL".to_string(), "info".to_string())];
     want.extend(sb_env());
-    want.push(("AZURE_SERVICEBUS_QUEUE_NAMES".into(), "orders,payments".into()));
+    want.push((
+        "AZURE_SERVICEBUS_QUEUE_NAMES".into(),
+        "orders,payments".into(),
+    ));
     want.push(("AZURE_SERVICEBUS_TOPIC_NAMES".into(), "events".into()));
     want.push(("AZURE_SERVICEBUS_SUBSCRIPTION_NAME".into(), "audit".into()));
     assert_eq!(env(&out, APP), want);
@@ -207,12 +271,30 @@ fn appends_env_after_user_env_in_contract_order() {
 #[test]
 fn keeps_user_env_value_and_warns() {
     let mut p = pod(json!({}));
-    p["spec"]["containers"][0]["env"] = json!([{"name": "AZURE_AUTHORITY_HOST", "value": "https://login.example/"}]);
+    p["spec"]["containers"][0]["env"] =
+        json!([{"name": "AZURE_AUTHORITY_HOST", "value": "https://login.example/"}]);
     let (out, m) = run(&p).unwrap();
     let e = env(&out, APP);
-    assert_eq!(e[0], ("AZURE_AUTHORITY_HOST".into(), "https://login.example/".into()));
-    assert_eq!(e.iter().filter(|(n, _)| n == "AZURE_AUTHORITY_HOST").count(), 1);
-    assert!(m.warnings.iter().any(|w| w.contains("AZURE_AUTHORITY_HOST") && w.contains("login.example")), "{:?}", m.warnings);
+    assert_eq!(
+        e[0],
+        (
+            "AZURE_AUTHORITY_HOST".into(),
+            "https://login.example/".into()
+        )
+    );
+    assert_eq!(
+        e.iter()
+            .filter(|(n, _)| n == "AZURE_AUTHORITY_HOST")
+            .count(),
+        1
+    );
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("AZURE_AUTHORITY_HOST") && w.contains("login.example")),
+        "{:?}",
+        m.warnings
+    );
 }
 
 #[test]
@@ -220,17 +302,27 @@ fn keeps_user_env_with_same_value_silently() {
     let mut p = pod(json!({}));
     p["spec"]["containers"][0]["env"] = json!([{"name": "AZURE_CLIENT_ID", "value": CLIENT_ID}]);
     let (_, m) = run(&p).unwrap();
-    assert!(m.warnings.iter().all(|w| !w.contains("AZURE_CLIENT_ID")), "{:?}", m.warnings);
+    assert!(
+        m.warnings.iter().all(|w| !w.contains("AZURE_CLIENT_ID")),
+        "{:?}",
+        m.warnings
+    );
 }
 
 #[test]
 fn keeps_user_env_value_from_silently() {
     let mut p = pod(json!({}));
-    p["spec"]["containers"][0]["env"] =
-        json!([{"name": "AZURE_CLIENT_ID", "valueFrom": {"secretKeyRef": {"name": "id", "key": "client"}}}]);
+    p["spec"]["containers"][0]["env"] = json!([{"name": "AZURE_CLIENT_ID", "valueFrom": {"secretKeyRef": {"name": "id", "key": "client"}}}]);
     let (out, m) = run(&p).unwrap();
-    assert_eq!(out["spec"]["containers"][0]["env"][0], p["spec"]["containers"][0]["env"][0]);
-    assert!(m.warnings.iter().all(|w| !w.contains("AZURE_CLIENT_ID")), "{:?}", m.warnings);
+    assert_eq!(
+        out["spec"]["containers"][0]["env"][0],
+        p["spec"]["containers"][0]["env"][0]
+    );
+    assert!(
+        m.warnings.iter().all(|w| !w.contains("AZURE_CLIENT_ID")),
+        "{:?}",
+        m.warnings
+    );
 }
 
 #[test]
@@ -238,7 +330,10 @@ fn env_from_is_left_alone() {
     let mut p = pod(json!({}));
     p["spec"]["containers"][0]["envFrom"] = json!([{"configMapRef": {"name": "cfg"}}]);
     let (out, _) = run(&p).unwrap();
-    assert_eq!(out["spec"]["containers"][0]["envFrom"], p["spec"]["containers"][0]["envFrom"]);
+    assert_eq!(
+        out["spec"]["containers"][0]["envFrom"],
+        p["spec"]["containers"][0]["envFrom"]
+    );
 }
 
 #[test]
@@ -249,8 +344,14 @@ fn sdk_and_dotnet_aliases_carry_the_fqdn() {
     assert_eq!(
         tail,
         vec![
-            ("ServiceBus__fullyQualifiedNamespace".into(), "payments-prod.servicebus.windows.net".into()),
-            ("SERVICEBUS_FULLY_QUALIFIED_NAMESPACE".into(), "payments-prod.servicebus.windows.net".into()),
+            (
+                "ServiceBus__fullyQualifiedNamespace".into(),
+                "payments-prod.servicebus.windows.net".into()
+            ),
+            (
+                "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE".into(),
+                "payments-prod.servicebus.windows.net".into()
+            ),
         ]
     );
 }
@@ -259,29 +360,52 @@ fn sdk_and_dotnet_aliases_carry_the_fqdn() {
 fn spring_alias_takes_the_short_namespace_name() {
     let (out, _) = run(&pod(json!({"sbmesh.io/env-aliases": "spring"}))).unwrap();
     let e: BTreeMap<_, _> = env(&out, APP).into_iter().collect();
-    assert_eq!(e["SPRING_CLOUD_AZURE_SERVICEBUS_NAMESPACE"], "payments-prod");
-    assert_eq!(e["SPRING_CLOUD_AZURE_SERVICEBUS_CREDENTIAL_CLIENTID"], CLIENT_ID);
+    assert_eq!(
+        e["SPRING_CLOUD_AZURE_SERVICEBUS_NAMESPACE"],
+        "payments-prod"
+    );
+    assert_eq!(
+        e["SPRING_CLOUD_AZURE_SERVICEBUS_CREDENTIAL_CLIENTID"],
+        CLIENT_ID
+    );
     assert!(!e.contains_key("SPRING_CLOUD_AZURE_SERVICEBUS_DOMAINNAME"));
 }
 
 #[test]
 fn spring_alias_in_china_sets_the_domain_name() {
-    let (out, _) = run(&pod(json!({"sbmesh.io/env-aliases": "spring", "sbmesh.io/cloud": "china"}))).unwrap();
+    let (out, _) = run(&pod(
+        json!({"sbmesh.io/env-aliases": "spring", "sbmesh.io/cloud": "china"}),
+    ))
+    .unwrap();
     let e: BTreeMap<_, _> = env(&out, APP).into_iter().collect();
-    assert_eq!(e["SPRING_CLOUD_AZURE_SERVICEBUS_DOMAINNAME"], "servicebus.chinacloudapi.cn");
+    assert_eq!(
+        e["SPRING_CLOUD_AZURE_SERVICEBUS_DOMAINNAME"],
+        "servicebus.chinacloudapi.cn"
+    );
 }
 
 #[test]
 fn unknown_env_alias_is_denied() {
     let msg = denied(&pod(json!({"sbmesh.io/env-aliases": "sdk,python"})));
-    assert!(msg.contains("sbmesh.io/env-aliases") && msg.contains("sdk, dotnet, spring"), "{msg}");
+    assert!(
+        msg.contains("sbmesh.io/env-aliases") && msg.contains("sdk, dotnet, spring"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn cloud_picks_authority_host_and_servicebus_suffix() {
     for (cloud, host, fqdn) in [
-        ("usgov", "https://login.microsoftonline.us/", "payments-prod.servicebus.usgovcloudapi.net"),
-        ("china", "https://login.chinacloudapi.cn/", "payments-prod.servicebus.chinacloudapi.cn"),
+        (
+            "usgov",
+            "https://login.microsoftonline.us/",
+            "payments-prod.servicebus.usgovcloudapi.net",
+        ),
+        (
+            "china",
+            "https://login.chinacloudapi.cn/",
+            "payments-prod.servicebus.chinacloudapi.cn",
+        ),
     ] {
         let (out, _) = run(&pod(json!({"sbmesh.io/cloud": cloud}))).unwrap();
         let e: BTreeMap<_, _> = env(&out, APP).into_iter().collect();
@@ -292,13 +416,20 @@ fn cloud_picks_authority_host_and_servicebus_suffix() {
 
 #[test]
 fn servicebus_fqdn_of_another_cloud_is_denied() {
-    let msg = denied(&pod(json!({"sbmesh.io/servicebus-namespace": "payments-prod.servicebus.chinacloudapi.cn"})));
-    assert!(msg.contains("china") && msg.contains("sbmesh.io/servicebus-namespace"), "{msg}");
+    let msg = denied(&pod(
+        json!({"sbmesh.io/servicebus-namespace": "payments-prod.servicebus.chinacloudapi.cn"}),
+    ));
+    assert!(
+        msg.contains("china") && msg.contains("sbmesh.io/servicebus-namespace"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn subscription_requires_exactly_one_topic() {
-    let msg = denied(&pod(json!({"sbmesh.io/subscription": "audit", "sbmesh.io/topics": "a,b"})));
+    let msg = denied(&pod(
+        json!({"sbmesh.io/subscription": "audit", "sbmesh.io/topics": "a,b"}),
+    ));
     assert!(msg.contains("exactly one topic"), "{msg}");
     denied(&pod(json!({"sbmesh.io/subscription": "audit"})));
 }
@@ -306,7 +437,10 @@ fn subscription_requires_exactly_one_topic() {
 #[test]
 fn invalid_queue_name_is_denied() {
     let msg = denied(&pod(json!({"sbmesh.io/queues": "orders,-bad"})));
-    assert!(msg.contains("sbmesh.io/queues") && msg.contains("-bad"), "{msg}");
+    assert!(
+        msg.contains("sbmesh.io/queues") && msg.contains("-bad"),
+        "{msg}"
+    );
 }
 
 // ---------------------------------------------------------------- scope
@@ -314,17 +448,27 @@ fn invalid_queue_name_is_denied() {
 #[test]
 fn containers_annotation_limits_scope_and_warns_for_unknown_names() {
     let mut p = pod(json!({"sbmesh.io/containers": "worker, ghost"}));
-    p["spec"]["containers"].as_array_mut().unwrap().push(json!({"name": "worker", "image": "y"}));
+    p["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "worker", "image": "y"}));
     let (out, m) = run(&p).unwrap();
     assert!(out.pointer("/spec/containers/0/env").is_none());
     assert_eq!(env(&out, "/spec/containers/1"), sb_env());
-    assert!(m.warnings.iter().any(|w| w.contains("ghost")), "{:?}", m.warnings);
+    assert!(
+        m.warnings.iter().any(|w| w.contains("ghost")),
+        "{:?}",
+        m.warnings
+    );
 }
 
 #[test]
 fn skip_containers_leaves_the_named_out() {
     let mut p = pod(json!({"sbmesh.io/skip-containers": "app"}));
-    p["spec"]["containers"].as_array_mut().unwrap().push(json!({"name": "worker", "image": "y"}));
+    p["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "worker", "image": "y"}));
     let (out, _) = run(&p).unwrap();
     assert!(out.pointer("/spec/containers/0/env").is_none());
     assert!(out.pointer("/spec/containers/0/volumeMounts").is_none());
@@ -333,7 +477,9 @@ fn skip_containers_leaves_the_named_out() {
 
 #[test]
 fn containers_and_skip_containers_together_are_denied() {
-    let msg = denied(&pod(json!({"sbmesh.io/containers": "app", "sbmesh.io/skip-containers": "x"})));
+    let msg = denied(&pod(
+        json!({"sbmesh.io/containers": "app", "sbmesh.io/skip-containers": "x"}),
+    ));
     assert!(msg.contains("not both"), "{msg}");
 }
 
@@ -341,7 +487,10 @@ fn containers_and_skip_containers_together_are_denied() {
 fn istio_containers_are_out_of_scope_unless_named() {
     let mut p = pod(json!({}));
     p["spec"]["initContainers"] = json!([{"name": "istio-init", "image": "proxyv2"}]);
-    p["spec"]["containers"].as_array_mut().unwrap().push(json!({"name": "istio-proxy", "image": "proxyv2"}));
+    p["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "istio-proxy", "image": "proxyv2"}));
     let (out, _) = run(&p).unwrap();
     assert!(out.pointer("/spec/initContainers/0/env").is_none());
     assert!(out.pointer("/spec/containers/1/env").is_none());
@@ -355,8 +504,14 @@ fn istio_containers_are_out_of_scope_unless_named() {
 #[test]
 fn label_and_volume_are_added_even_if_no_container_is_in_scope() {
     let (out, m) = run(&pod(json!({"sbmesh.io/containers": "nothing-here"}))).unwrap();
-    assert_eq!(out["metadata"]["labels"]["azure.workload.identity/use"], "true");
-    assert_eq!(out["spec"]["volumes"][0]["name"], "sbmesh-azure-identity-token");
+    assert_eq!(
+        out["metadata"]["labels"]["azure.workload.identity/use"],
+        "true"
+    );
+    assert_eq!(
+        out["spec"]["volumes"][0]["name"],
+        "sbmesh-azure-identity-token"
+    );
     assert!(out.pointer(&format!("{APP}/env")).is_none());
     assert!(!m.warnings.is_empty());
 }
@@ -367,14 +522,27 @@ fn label_and_volume_are_added_even_if_no_container_is_in_scope() {
 fn hold_application_until_proxy_starts_is_merged_into_proxy_config() {
     let (out, _) = run(&pod(json!({"proxy.istio.io/config": "concurrency: 2\n"}))).unwrap();
     let cfg = annotation(&out, "proxy.istio.io/config").unwrap();
-    assert_eq!(cfg, "concurrency: 2\nholdApplicationUntilProxyStarts: true\n");
+    assert_eq!(
+        cfg,
+        "concurrency: 2\nholdApplicationUntilProxyStarts: true\n"
+    );
 }
 
 #[test]
 fn proxy_config_hold_false_is_kept_with_a_warning() {
-    let (out, m) = run(&pod(json!({"proxy.istio.io/config": "holdApplicationUntilProxyStarts: false"}))).unwrap();
-    assert_eq!(annotation(&out, "proxy.istio.io/config"), Some("holdApplicationUntilProxyStarts: false"));
-    assert!(m.warnings.iter().any(|w| w.contains("holdApplicationUntilProxyStarts")));
+    let (out, m) = run(&pod(
+        json!({"proxy.istio.io/config": "holdApplicationUntilProxyStarts: false"}),
+    ))
+    .unwrap();
+    assert_eq!(
+        annotation(&out, "proxy.istio.io/config"),
+        Some("holdApplicationUntilProxyStarts: false")
+    );
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("holdApplicationUntilProxyStarts"))
+    );
 }
 
 #[test]
@@ -389,23 +557,41 @@ fn bypass_unions_pod_ports_mesh_default_and_amqp() {
         mesh_exclude_outbound_ports: vec![15020, 5671],
         ..defaults()
     };
-    let p = pod(json!({"sbmesh.io/egress": "bypass", "traffic.sidecar.istio.io/excludeOutboundPorts": "9000, 15020"}));
+    let p = pod(
+        json!({"sbmesh.io/egress": "bypass", "traffic.sidecar.istio.io/excludeOutboundPorts": "9000, 15020"}),
+    );
     let (out, _) = run_with(&p, &Context::offline(IdentityMode::Inject), &d).unwrap();
-    assert_eq!(annotation(&out, "traffic.sidecar.istio.io/excludeOutboundPorts"), Some("9000,15020,5671,5672"));
+    assert_eq!(
+        annotation(&out, "traffic.sidecar.istio.io/excludeOutboundPorts"),
+        Some("9000,15020,5671,5672")
+    );
 }
 
 #[test]
 fn bypass_writes_nothing_when_every_port_is_there() {
-    let p = pod(json!({"sbmesh.io/egress": "bypass", "traffic.sidecar.istio.io/excludeOutboundPorts": "5672, 5671"}));
+    let p = pod(
+        json!({"sbmesh.io/egress": "bypass", "traffic.sidecar.istio.io/excludeOutboundPorts": "5672, 5671"}),
+    );
     let (_, m) = run(&p).unwrap();
-    assert!(m.ops.iter().all(|o| !o.path().contains("excludeOutboundPorts")), "{:#?}", m.ops);
+    assert!(
+        m.ops
+            .iter()
+            .all(|o| !o.path().contains("excludeOutboundPorts")),
+        "{:#?}",
+        m.ops
+    );
 }
 
 #[test]
 fn bypass_with_invalid_exclude_ports_is_denied() {
-    let p = pod(json!({"sbmesh.io/egress": "bypass", "traffic.sidecar.istio.io/excludeOutboundPorts": "5671,http"}));
+    let p = pod(
+        json!({"sbmesh.io/egress": "bypass", "traffic.sidecar.istio.io/excludeOutboundPorts": "5671,http"}),
+    );
     let msg = denied(&p);
-    assert!(msg.contains("excludeOutboundPorts") && msg.contains("http"), "{msg}");
+    assert!(
+        msg.contains("excludeOutboundPorts") && msg.contains("http"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -434,7 +620,10 @@ fn native_sidecar_annotation_comes_from_config() {
         ..defaults()
     };
     let (out, _) = run_with(&pod(json!({})), &Context::offline(IdentityMode::Inject), &d).unwrap();
-    assert_eq!(annotation(&out, "sidecar.istio.io/nativeSidecar"), Some("true"));
+    assert_eq!(
+        annotation(&out, "sidecar.istio.io/nativeSidecar"),
+        Some("true")
+    );
     let (out, _) = run(&pod(json!({}))).unwrap();
     assert_eq!(annotation(&out, "sidecar.istio.io/nativeSidecar"), None);
 }
@@ -446,7 +635,10 @@ fn egress_from_config_applies_when_the_pod_is_silent() {
         ..defaults()
     };
     let (out, _) = run_with(&pod(json!({})), &Context::offline(IdentityMode::Inject), &d).unwrap();
-    assert_eq!(annotation(&out, "traffic.sidecar.istio.io/excludeOutboundPorts"), Some("5671,5672"));
+    assert_eq!(
+        annotation(&out, "traffic.sidecar.istio.io/excludeOutboundPorts"),
+        Some("5671,5672")
+    );
 }
 
 // ---------------------------------------------------------------- policy
@@ -466,8 +658,14 @@ fn with_conn_string(list: &str) -> Value {
 fn plaintext_connection_string_is_denied_in_any_container_in_scope_or_not() {
     for list in ["containers", "initContainers"] {
         let msg = denied(&with_conn_string(list));
-        assert!(msg.contains("legacy") && msg.contains("SB_CONN") && msg.contains("connection string"), "{msg}");
-        assert!(!msg.contains("c2VjcmV0"), "the message must not echo the secret: {msg}");
+        assert!(
+            msg.contains("legacy") && msg.contains("SB_CONN") && msg.contains("connection string"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("c2VjcmV0"),
+            "the message must not echo the secret: {msg}"
+        );
     }
 }
 
@@ -477,8 +675,17 @@ fn connection_string_policy_warn_admits_with_a_warning() {
         connection_string_policy: Policy::Warn,
         ..defaults()
     };
-    let (_, m) = run_with(&with_conn_string("containers"), &Context::offline(IdentityMode::Inject), &d).unwrap();
-    assert!(m.warnings.iter().any(|w| w.contains("SB_CONN")), "{:?}", m.warnings);
+    let (_, m) = run_with(
+        &with_conn_string("containers"),
+        &Context::offline(IdentityMode::Inject),
+        &d,
+    )
+    .unwrap();
+    assert!(
+        m.warnings.iter().any(|w| w.contains("SB_CONN")),
+        "{:?}",
+        m.warnings
+    );
     assert!(m.warnings.iter().all(|w| !w.contains("c2VjcmV0")));
 }
 
@@ -488,7 +695,12 @@ fn connection_string_policy_off_is_silent() {
         connection_string_policy: Policy::Off,
         ..defaults()
     };
-    let (_, m) = run_with(&with_conn_string("containers"), &Context::offline(IdentityMode::Inject), &d).unwrap();
+    let (_, m) = run_with(
+        &with_conn_string("containers"),
+        &Context::offline(IdentityMode::Inject),
+        &d,
+    )
+    .unwrap();
     assert!(m.warnings.iter().all(|w| !w.contains("SB_CONN")));
 }
 
@@ -503,9 +715,18 @@ fn connection_string_from_a_secret_reference_is_fine() {
 #[test]
 fn default_service_account_warns_or_is_denied_by_config() {
     let mut p = pod(json!({}));
-    p["spec"].as_object_mut().unwrap().remove("serviceAccountName");
+    p["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("serviceAccountName");
     let (_, m) = run(&p).unwrap();
-    assert!(m.warnings.iter().any(|w| w.contains("default ServiceAccount")), "{:?}", m.warnings);
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("default ServiceAccount")),
+        "{:?}",
+        m.warnings
+    );
     let d = Defaults {
         require_dedicated_service_account: Policy::Deny,
         ..defaults()
@@ -517,7 +738,11 @@ fn default_service_account_warns_or_is_denied_by_config() {
 #[test]
 fn unknown_sbmesh_annotation_warns() {
     let (_, m) = run(&pod(json!({"sbmesh.io/queue": "orders"}))).unwrap();
-    assert!(m.warnings.iter().any(|w| w.contains("sbmesh.io/queue ")), "{:?}", m.warnings);
+    assert!(
+        m.warnings.iter().any(|w| w.contains("sbmesh.io/queue ")),
+        "{:?}",
+        m.warnings
+    );
 }
 
 // ---------------------------------------------------------------- resolution and denials
@@ -556,11 +781,18 @@ fn missing_tenant_id_is_denied_in_inject_mode_only() {
 #[test]
 fn pod_annotation_wins_over_service_account_namespace_and_config() {
     let sa: BTreeMap<String, String> = [
-        ("sbmesh.io/servicebus-namespace".to_string(), "from-sa-ns".to_string()),
-        ("azure.workload.identity/client-id".to_string(), "11111111-1111-1111-1111-111111111111".to_string()),
+        (
+            "sbmesh.io/servicebus-namespace".to_string(),
+            "from-sa-ns".to_string(),
+        ),
+        (
+            "azure.workload.identity/client-id".to_string(),
+            "11111111-1111-1111-1111-111111111111".to_string(),
+        ),
     ]
     .into();
-    let ns: BTreeMap<String, String> = [("sbmesh.io/queues".to_string(), "from-namespace".to_string())].into();
+    let ns: BTreeMap<String, String> =
+        [("sbmesh.io/queues".to_string(), "from-namespace".to_string())].into();
     let ctx = Context {
         service_account_annotations: Some(&sa),
         namespace_annotations: Some(&ns),
@@ -569,14 +801,27 @@ fn pod_annotation_wins_over_service_account_namespace_and_config() {
     };
     let p = pod(json!({"sbmesh.io/client-id": null}));
     let plan = plan_with(&p, &ctx, &defaults()).unwrap();
-    assert_eq!(plan.servicebus_namespace.short(), "payments-prod", "pod wins");
-    assert_eq!(plan.client_id.as_str(), "11111111-1111-1111-1111-111111111111", "SA's AWI key");
-    assert_eq!(plan.queues[0].as_str(), "from-namespace", "Namespace default");
+    assert_eq!(
+        plan.servicebus_namespace.short(),
+        "payments-prod",
+        "pod wins"
+    );
+    assert_eq!(
+        plan.client_id.as_str(),
+        "11111111-1111-1111-1111-111111111111",
+        "SA's AWI key"
+    );
+    assert_eq!(
+        plan.queues[0].as_str(),
+        "from-namespace",
+        "Namespace default"
+    );
 }
 
 #[test]
 fn invalid_value_on_the_service_account_names_it() {
-    let sa: BTreeMap<String, String> = [("sbmesh.io/tenant-id".to_string(), "nope".to_string())].into();
+    let sa: BTreeMap<String, String> =
+        [("sbmesh.io/tenant-id".to_string(), "nope".to_string())].into();
     let ctx = Context {
         service_account_annotations: Some(&sa),
         namespace_annotations: None,
@@ -584,7 +829,11 @@ fn invalid_value_on_the_service_account_names_it() {
         identity_mode: IdentityMode::Inject,
     };
     let err = run_with(&pod(json!({})), &ctx, &defaults()).unwrap_err();
-    assert!(err.message.contains("ServiceAccount payments/orders") && err.message.contains("\"nope\""), "{}", err.message);
+    assert!(
+        err.message.contains("ServiceAccount payments/orders") && err.message.contains("\"nope\""),
+        "{}",
+        err.message
+    );
 }
 
 #[test]
@@ -592,8 +841,14 @@ fn federated_subject_uses_request_namespace_and_default_service_account() {
     let mut p = pod(json!({}));
     p["spec"]["serviceAccountName"] = json!("");
     let plan = plan(&p).unwrap();
-    assert_eq!(plan.subject.federated(), "system:serviceaccount:payments:default");
-    assert_eq!(plan.subject.spiffe_id(), "spiffe://cluster.local/ns/payments/sa/default");
+    assert_eq!(
+        plan.subject.federated(),
+        "system:serviceaccount:payments:default"
+    );
+    assert_eq!(
+        plan.subject.spiffe_id(),
+        "spiffe://cluster.local/ns/payments/sa/default"
+    );
 }
 
 // ---------------------------------------------------------------- delegate mode
@@ -601,14 +856,21 @@ fn federated_subject_uses_request_namespace_and_default_service_account() {
 #[test]
 fn delegate_mode_leaves_token_and_identity_env_to_the_other_webhook() {
     let (out, m) = run_with(&pod(json!({})), &delegate(), &defaults()).unwrap();
-    assert_eq!(out["metadata"]["labels"]["azure.workload.identity/use"], "true");
+    assert_eq!(
+        out["metadata"]["labels"]["azure.workload.identity/use"],
+        "true"
+    );
     assert!(out.pointer("/spec/volumes").is_none());
     assert!(out.pointer(&format!("{APP}/volumeMounts")).is_none());
     assert_eq!(
         env_names(&out, APP),
-        vec!["AZURE_SERVICEBUS_FULLYQUALIFIEDNAMESPACE", "AZURE_SERVICEBUS_CLIENTID"]
+        vec![
+            "AZURE_SERVICEBUS_FULLYQUALIFIEDNAMESPACE",
+            "AZURE_SERVICEBUS_CLIENTID"
+        ]
     );
-    let status: Value = serde_json::from_str(annotation(&out, "sbmesh.io/status").unwrap()).unwrap();
+    let status: Value =
+        serde_json::from_str(annotation(&out, "sbmesh.io/status").unwrap()).unwrap();
     assert_eq!(status["mode"], "delegate");
     assert_eq!(status["volume"], Value::Null);
     assert!(m.audit.contains(&("identity-mode", "delegate".to_string())));
@@ -619,7 +881,8 @@ fn delegate_mode_leaves_token_and_identity_env_to_the_other_webhook() {
 #[test]
 fn status_annotation_records_the_end_state() {
     let (out, _) = run(&pod(json!({}))).unwrap();
-    let status: Value = serde_json::from_str(annotation(&out, "sbmesh.io/status").unwrap()).unwrap();
+    let status: Value =
+        serde_json::from_str(annotation(&out, "sbmesh.io/status").unwrap()).unwrap();
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(status["mode"], "inject");
     assert_eq!(status["subject"], "system:serviceaccount:payments:orders");
@@ -637,13 +900,20 @@ fn audit_annotation_keys_have_no_slash_and_fit_63_characters() {
     }
     assert!(keys.iter().all(|k| !k.contains('/') && k.len() <= 63));
     let audit: BTreeMap<_, _> = m.audit.into_iter().collect();
-    assert_eq!(audit["servicebus-namespace"], "payments-prod.servicebus.windows.net");
-    assert_eq!(audit["spiffe-id"], "spiffe://cluster.local/ns/payments/sa/orders");
+    assert_eq!(
+        audit["servicebus-namespace"],
+        "payments-prod.servicebus.windows.net"
+    );
+    assert_eq!(
+        audit["spiffe-id"],
+        "spiffe://cluster.local/ns/payments/sa/orders"
+    );
 }
 
 #[test]
 fn readmitting_our_output_yields_an_empty_patch() {
-    let p = pod(json!({"sbmesh.io/egress": "bypass", "proxy.istio.io/config": "{\"concurrency\": 2}"}));
+    let p =
+        pod(json!({"sbmesh.io/egress": "bypass", "proxy.istio.io/config": "{\"concurrency\": 2}"}));
     let (out, _) = run(&p).unwrap();
     let (again, m) = run(&out).unwrap();
     assert!(m.ops.is_empty(), "{:#?}", m.ops);
@@ -653,23 +923,38 @@ fn readmitting_our_output_yields_an_empty_patch() {
 #[test]
 fn reinvocation_after_another_webhook_adds_a_container_touches_only_that_container_and_status() {
     let (mut out, _) = run(&pod(json!({}))).unwrap();
-    out["spec"]["containers"].as_array_mut().unwrap().push(json!({"name": "added", "image": "z"}));
+    out["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "added", "image": "z"}));
     let before = out.clone();
     let (again, m) = run(&out).unwrap();
     let paths: Vec<_> = m.ops.iter().map(|o| o.path().to_string()).collect();
     assert!(
-        paths.iter().all(|p| p.starts_with("/spec/containers/1/") || p == "/metadata/annotations/sbmesh.io~1status"),
+        paths.iter().all(|p| p.starts_with("/spec/containers/1/")
+            || p == "/metadata/annotations/sbmesh.io~1status"),
         "{paths:?}"
     );
-    assert_eq!(again["spec"]["containers"][0], before["spec"]["containers"][0]);
+    assert_eq!(
+        again["spec"]["containers"][0],
+        before["spec"]["containers"][0]
+    );
     assert_eq!(env(&again, "/spec/containers/1"), sb_env());
 }
 
 #[test]
 fn annotation_keys_are_escaped_in_patch_paths() {
     let (_, m) = run(&pod(json!({}))).unwrap();
-    assert!(m.ops.iter().any(|o| o.path() == "/metadata/annotations/sbmesh.io~1status"));
-    assert!(m.ops.iter().any(|o| o.path() == "/metadata/labels/azure.workload.identity~1use"));
+    assert!(
+        m.ops
+            .iter()
+            .any(|o| o.path() == "/metadata/annotations/sbmesh.io~1status")
+    );
+    assert!(
+        m.ops
+            .iter()
+            .any(|o| o.path() == "/metadata/labels/azure.workload.identity~1use")
+    );
 }
 
 #[test]
@@ -688,6 +973,12 @@ fn malformed_pod_is_denied_not_a_panic() {
 #[test]
 fn env_values_the_webhook_sets_are_listed_by_desired_env() {
     let plan = plan(&pod(json!({}))).unwrap();
-    let names: Vec<_> = mutate::desired_env(&plan).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, sb_env().into_iter().map(|(n, _)| n).collect::<Vec<_>>());
+    let names: Vec<_> = mutate::desired_env(&plan)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        names,
+        sb_env().into_iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
 }

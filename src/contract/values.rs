@@ -202,9 +202,8 @@ impl ServiceBusNamespace {
             Some((short, domain)) => {
                 if domain == cloud.servicebus_domain() {
                     short
-                } else if let Some(other) = Cloud::ALL
-                    .iter()
-                    .find(|c| c.servicebus_domain() == domain)
+                } else if let Some(other) =
+                    Cloud::ALL.iter().find(|c| c.servicebus_domain() == domain)
                 {
                     return Err(violation(format!(
                         "is a namespace of the {other} cloud, but the cloud in effect is {cloud} \
@@ -277,12 +276,16 @@ impl EntityName {
             && b[0].is_ascii_alphanumeric()
             && b[b.len() - 1].is_ascii_alphanumeric()
             && b.iter().all(|c| {
-                c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_') || (slash && *c == b'/')
+                c.is_ascii_alphanumeric()
+                    || matches!(c, b'.' | b'-' | b'_')
+                    || (slash && *c == b'/')
             });
         if ok {
             Ok(Self(t.to_string()))
         } else {
-            Err(violation(format!("'{t}' is not a valid name: a name {rule}")))
+            Err(violation(format!(
+                "'{t}' is not a valid name: a name {rule}"
+            )))
         }
     }
     pub fn as_str(&self) -> &str {
@@ -306,7 +309,11 @@ impl TokenExpiration {
             .ok()
             .and_then(|n| u32::try_from(n).ok())
             .map_or_else(
-                || Err(violation("must be a whole number of seconds from 3600 to 86400")),
+                || {
+                    Err(violation(
+                        "must be a whole number of seconds from 3600 to 86400",
+                    ))
+                },
                 Self::new,
             )
     }
@@ -314,7 +321,9 @@ impl TokenExpiration {
         if (Self::MIN..=Self::MAX).contains(&secs) {
             Ok(Self(secs))
         } else {
-            Err(violation("must be a whole number of seconds from 3600 to 86400"))
+            Err(violation(
+                "must be a whole number of seconds from 3600 to 86400",
+            ))
         }
     }
     pub fn seconds(self) -> u32 {
@@ -358,10 +367,11 @@ pub fn parse_ports(raw: &str) -> Result<Vec<u16>, RuleViolation> {
     split_list(raw)
         .into_iter()
         .map(|p| {
-            p.parse::<u16>()
-                .ok()
-                .filter(|n| *n != 0)
-                .ok_or_else(|| violation(format!("'{p}' is not a port: must be a comma list of ports 1-65535")))
+            p.parse::<u16>().ok().filter(|n| *n != 0).ok_or_else(|| {
+                violation(format!(
+                    "'{p}' is not a port: must be a comma list of ports 1-65535"
+                ))
+            })
         })
         .collect::<Result<Vec<_>, _>>()
         .map(|mut v| {
@@ -388,10 +398,18 @@ mod tests {
     fn client_id_must_be_a_guid() {
         assert!(ClientId::parse("6f0c3a4e-2b9d-4c1e-8f7a-1d2e3f4a5b6c").is_ok());
         assert_eq!(
-            ClientId::parse("6F0C3A4E-2B9D-4C1E-8F7A-1D2E3F4A5B6C").unwrap().as_str(),
+            ClientId::parse("6F0C3A4E-2B9D-4C1E-8F7A-1D2E3F4A5B6C")
+                .unwrap()
+                .as_str(),
             "6f0c3a4e-2b9d-4c1e-8f7a-1d2e3f4a5b6c"
         );
-        for bad in ["", "abc", "6f0c3a4e2b9d4c1e8f7a1d2e3f4a5b6c", "{6f0c3a4e-2b9d-4c1e-8f7a-1d2e3f4a5b6c}", "6f0c3a4e-2b9d-4c1e-8f7a-1d2e3f4a5b6g"] {
+        for bad in [
+            "",
+            "abc",
+            "6f0c3a4e2b9d4c1e8f7a1d2e3f4a5b6c",
+            "{6f0c3a4e-2b9d-4c1e-8f7a-1d2e3f4a5b6c}",
+            "6f0c3a4e-2b9d-4c1e-8f7a-1d2e3f4a5b6g",
+        ] {
             assert!(ClientId::parse(bad).is_err(), "{bad}");
         }
     }
@@ -400,23 +418,38 @@ mod tests {
     fn servicebus_namespace_accepts_short_name_or_fqdn_of_the_cloud() {
         let ns = ServiceBusNamespace::parse("payments", Cloud::Public).unwrap();
         assert_eq!(ns.fqdn(Cloud::Public), "payments.servicebus.windows.net");
-        let ns = ServiceBusNamespace::parse("Payments.servicebus.windows.net", Cloud::Public).unwrap();
+        let ns =
+            ServiceBusNamespace::parse("Payments.servicebus.windows.net", Cloud::Public).unwrap();
         assert_eq!(ns.short(), "payments");
-        let ns = ServiceBusNamespace::parse("payments.servicebus.chinacloudapi.cn", Cloud::China).unwrap();
-        assert_eq!(ns.fqdn(Cloud::China), "payments.servicebus.chinacloudapi.cn");
+        let ns = ServiceBusNamespace::parse("payments.servicebus.chinacloudapi.cn", Cloud::China)
+            .unwrap();
+        assert_eq!(
+            ns.fqdn(Cloud::China),
+            "payments.servicebus.chinacloudapi.cn"
+        );
     }
 
     #[test]
     fn servicebus_fqdn_of_another_cloud_is_refused() {
-        let e = ServiceBusNamespace::parse("payments.servicebus.usgovcloudapi.net", Cloud::Public).unwrap_err();
+        let e = ServiceBusNamespace::parse("payments.servicebus.usgovcloudapi.net", Cloud::Public)
+            .unwrap_err();
         assert!(e.0.contains("usgov"), "{e}");
         assert!(ServiceBusNamespace::parse("payments.example.com", Cloud::Public).is_err());
     }
 
     #[test]
     fn servicebus_short_name_follows_azure_rules() {
-        for bad in ["short", "1payments", "payments-", "pay_ments", &"a".repeat(51)] {
-            assert!(ServiceBusNamespace::parse(bad, Cloud::Public).is_err(), "{bad}");
+        for bad in [
+            "short",
+            "1payments",
+            "payments-",
+            "pay_ments",
+            &"a".repeat(51),
+        ] {
+            assert!(
+                ServiceBusNamespace::parse(bad, Cloud::Public).is_err(),
+                "{bad}"
+            );
         }
         assert!(ServiceBusNamespace::parse(&format!("a{}", "b".repeat(49)), Cloud::Public).is_ok());
         assert!(ServiceBusNamespace::parse("pay-01", Cloud::Public).is_ok());

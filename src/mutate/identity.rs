@@ -23,7 +23,10 @@ pub fn env(plan: &InjectionPlan, out: &mut Vec<(&'static str, String)>) {
         out.push(("AZURE_TENANT_ID", t.to_string()));
     }
     out.push(("AZURE_FEDERATED_TOKEN_FILE", TOKEN_FILE.to_string()));
-    out.push(("AZURE_AUTHORITY_HOST", plan.cloud.authority_host().to_string()));
+    out.push((
+        "AZURE_AUTHORITY_HOST",
+        plan.cloud.authority_host().to_string(),
+    ));
 }
 
 /// Sets `azure.workload.identity/use: "true"`; another value contradicts the opt-in.
@@ -78,10 +81,17 @@ pub fn volume_matches(existing: &Value, plan: &InjectionPlan) -> bool {
     let Some(projected) = v.get("projected").and_then(Value::as_object) else {
         return false;
     };
-    if projected.keys().any(|k| k != "sources" && k != "defaultMode") {
+    if projected
+        .keys()
+        .any(|k| k != "sources" && k != "defaultMode")
+    {
         return false;
     }
-    let Some([source]) = projected.get("sources").and_then(Value::as_array).map(Vec::as_slice) else {
+    let Some([source]) = projected
+        .get("sources")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+    else {
         return false;
     };
     let Some(source) = source.as_object() else {
@@ -107,5 +117,6 @@ pub fn mount_matches(existing: &Value) -> bool {
     };
     m.get("name").and_then(Value::as_str) == Some(VOLUME_NAME)
         && m.get("readOnly").and_then(Value::as_bool) == Some(true)
-        && m.keys().all(|k| matches!(k.as_str(), "name" | "mountPath" | "readOnly"))
+        && m.keys()
+            .all(|k| matches!(k.as_str(), "name" | "mountPath" | "readOnly"))
 }

@@ -11,7 +11,11 @@ const HOLD: &str = "holdApplicationUntilProxyStarts";
 /// AMQP over TLS and plain AMQP.
 const AMQP_PORTS: [u16; 2] = [5671, 5672];
 
-pub fn annotate(plan: &InjectionPlan, ann: &mut MapEdits, warnings: &mut Vec<String>) -> Result<(), Denial> {
+pub fn annotate(
+    plan: &InjectionPlan,
+    ann: &mut MapEdits,
+    warnings: &mut Vec<String>,
+) -> Result<(), Denial> {
     if plan.egress == Egress::None {
         return Ok(());
     }
@@ -49,7 +53,11 @@ pub fn annotate(plan: &InjectionPlan, ann: &mut MapEdits, warnings: &mut Vec<Str
             }
         }
         if ports.len() > given {
-            let joined = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+            let joined = ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
             ann.set(keys::ISTIO_EXCLUDE_OUTBOUND_PORTS, joined);
         }
     }
@@ -94,7 +102,11 @@ pub fn hold_until_proxy_starts(existing: Option<&str>) -> Result<HoldEdit, Strin
     match map.get(HOLD) {
         Some(Value::Bool(true)) => return Ok(HoldEdit::Keep),
         Some(Value::Bool(false)) => return Ok(HoldEdit::KeepUserFalse),
-        Some(other) => return Err(format!("sets {HOLD} to {other}, which must be true or false")),
+        Some(other) => {
+            return Err(format!(
+                "sets {HOLD} to {other}, which must be true or false"
+            ));
+        }
         None => {}
     }
     if !is_json {
@@ -157,7 +169,10 @@ mod tests {
     #[test]
     fn json_config_stays_json_with_key_order() {
         let out = set(Some(r#"{"concurrency":2,"tracing":{"sampling":10}}"#));
-        assert_eq!(out, r#"{"concurrency":2,"tracing":{"sampling":10},"holdApplicationUntilProxyStarts":true}"#);
+        assert_eq!(
+            out,
+            r#"{"concurrency":2,"tracing":{"sampling":10},"holdApplicationUntilProxyStarts":true}"#
+        );
     }
 
     #[test]
@@ -170,7 +185,10 @@ mod tests {
 
     #[test]
     fn hold_true_is_left_alone_and_false_is_kept() {
-        assert_eq!(hold_until_proxy_starts(Some("holdApplicationUntilProxyStarts: true")), Ok(HoldEdit::Keep));
+        assert_eq!(
+            hold_until_proxy_starts(Some("holdApplicationUntilProxyStarts: true")),
+            Ok(HoldEdit::Keep)
+        );
         assert_eq!(
             hold_until_proxy_starts(Some("{\"holdApplicationUntilProxyStarts\": false}")),
             Ok(HoldEdit::KeepUserFalse)
@@ -180,8 +198,18 @@ mod tests {
     #[test]
     fn unparsable_or_non_mapping_config_is_refused() {
         assert!(hold_until_proxy_starts(Some("a: [1, 2")).is_err());
-        assert!(hold_until_proxy_starts(Some("- a\n- b\n")).unwrap_err().contains("a list"));
-        assert!(hold_until_proxy_starts(Some("just text")).unwrap_err().contains("a string"));
-        assert!(hold_until_proxy_starts(Some("holdApplicationUntilProxyStarts: sometimes")).is_err());
+        assert!(
+            hold_until_proxy_starts(Some("- a\n- b\n"))
+                .unwrap_err()
+                .contains("a list")
+        );
+        assert!(
+            hold_until_proxy_starts(Some("just text"))
+                .unwrap_err()
+                .contains("a string")
+        );
+        assert!(
+            hold_until_proxy_starts(Some("holdApplicationUntilProxyStarts: sometimes")).is_err()
+        );
     }
 }

@@ -63,7 +63,11 @@ pub fn mutate(pod: &Value, plan: &InjectionPlan) -> Result<Mutation, Denial> {
 
     let mut spec_ops = Vec::new();
     if inject {
-        match find(list_at(pod, "/spec/volumes")?, "name", identity::VOLUME_NAME) {
+        match find(
+            list_at(pod, "/spec/volumes")?,
+            "name",
+            identity::VOLUME_NAME,
+        ) {
             Some(v) if identity::volume_matches(v, plan) => {}
             Some(_) => {
                 return Err(Denial::new(format!(
@@ -76,7 +80,12 @@ pub fn mutate(pod: &Value, plan: &InjectionPlan) -> Result<Mutation, Denial> {
                     identity::TOKEN_PATH
                 )));
             }
-            None => patch::append(&mut spec_ops, pod, "/spec/volumes".into(), vec![identity::volume(plan)]),
+            None => patch::append(
+                &mut spec_ops,
+                pod,
+                "/spec/volumes".into(),
+                vec![identity::volume(plan)],
+            ),
         }
     }
     for t in &targets {
@@ -101,7 +110,9 @@ pub fn mutate(pod: &Value, plan: &InjectionPlan) -> Result<Mutation, Denial> {
 }
 
 fn malformed(pointer: &str, expected: &str) -> Denial {
-    Denial::new(format!("sbmesh: malformed pod: {pointer} must be {expected}"))
+    Denial::new(format!(
+        "sbmesh: malformed pod: {pointer} must be {expected}"
+    ))
 }
 
 /// The list at `pointer`: absent or null is `None`; anything but a list is malformed.
@@ -114,11 +125,17 @@ fn list_at<'a>(pod: &'a Value, pointer: &str) -> Result<Option<&'a Vec<Value>>, 
 }
 
 fn find<'a>(list: Option<&'a Vec<Value>>, field: &str, wanted: &str) -> Option<&'a Value> {
-    list?.iter().find(|v| v.get(field).and_then(Value::as_str) == Some(wanted))
+    list?
+        .iter()
+        .find(|v| v.get(field).and_then(Value::as_str) == Some(wanted))
 }
 
 /// Init containers, then containers, that are in scope. Ephemeral containers never are.
-fn select<'a>(pod: &'a Value, scope: &Scope, warnings: &mut Vec<String>) -> Result<Vec<Target<'a>>, Denial> {
+fn select<'a>(
+    pod: &'a Value,
+    scope: &Scope,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Target<'a>>, Denial> {
     let mut all = Vec::new();
     for list in ["initContainers", "containers"] {
         let pointer = format!("/spec/{list}");

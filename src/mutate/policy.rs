@@ -17,12 +17,19 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
 }
 
 /// Checks every container and init container (in scope or not). Never echoes the secret.
-pub fn check_connection_strings(pod: &Value, policy: Policy, warnings: &mut Vec<String>) -> Result<(), Denial> {
+pub fn check_connection_strings(
+    pod: &Value,
+    policy: Policy,
+    warnings: &mut Vec<String>,
+) -> Result<(), Denial> {
     if policy == Policy::Off {
         return Ok(());
     }
     for list in ["initContainers", "containers", "ephemeralContainers"] {
-        let Some(containers) = pod.pointer(&format!("/spec/{list}")).and_then(Value::as_array) else {
+        let Some(containers) = pod
+            .pointer(&format!("/spec/{list}"))
+            .and_then(Value::as_array)
+        else {
             continue;
         };
         for c in containers {
@@ -65,9 +72,15 @@ mod tests {
         assert!(is_connection_string(
             "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=Root;SharedAccessKey=abc="
         ));
-        assert!(is_connection_string("ENDPOINT=SB://x/;SHAREDACCESSSIGNATURE=SharedAccessSignature sr=x"));
-        assert!(!is_connection_string("Endpoint=sb://x.servicebus.windows.net/"));
+        assert!(is_connection_string(
+            "ENDPOINT=SB://x/;SHAREDACCESSSIGNATURE=SharedAccessSignature sr=x"
+        ));
+        assert!(!is_connection_string(
+            "Endpoint=sb://x.servicebus.windows.net/"
+        ));
         assert!(!is_connection_string("SharedAccessKey=abc"));
-        assert!(!is_connection_string("Endpoint=https://x/;SharedAccessKey=abc"));
+        assert!(!is_connection_string(
+            "Endpoint=https://x/;SharedAccessKey=abc"
+        ));
     }
 }

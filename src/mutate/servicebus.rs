@@ -4,7 +4,11 @@
 use crate::contract::{Cloud, EntityName, EnvAlias, InjectionPlan};
 
 fn join(names: &[EntityName]) -> String {
-    names.iter().map(EntityName::as_str).collect::<Vec<_>>().join(",")
+    names
+        .iter()
+        .map(EntityName::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Service Bus env in the contract's order, after the identity env.
@@ -31,7 +35,10 @@ pub fn env(plan: &InjectionPlan, out: &mut Vec<(&'static str, String)>) {
                     "SPRING_CLOUD_AZURE_SERVICEBUS_NAMESPACE",
                     plan.servicebus_namespace.short().to_string(),
                 ));
-                out.push(("SPRING_CLOUD_AZURE_SERVICEBUS_CREDENTIAL_CLIENTID", plan.client_id.to_string()));
+                out.push((
+                    "SPRING_CLOUD_AZURE_SERVICEBUS_CREDENTIAL_CLIENTID",
+                    plan.client_id.to_string(),
+                ));
                 if plan.cloud != Cloud::Public {
                     out.push((
                         "SPRING_CLOUD_AZURE_SERVICEBUS_DOMAINNAME",

@@ -38,7 +38,10 @@ pub fn audit_annotations(plan: &InjectionPlan) -> Vec<(&'static str, String)> {
     vec![
         ("subject", plan.subject.federated()),
         ("client-id", plan.client_id.to_string()),
-        ("servicebus-namespace", plan.servicebus_namespace.fqdn(plan.cloud)),
+        (
+            "servicebus-namespace",
+            plan.servicebus_namespace.fqdn(plan.cloud),
+        ),
         ("spiffe-id", plan.subject.spiffe_id()),
         ("identity-mode", plan.mode.to_string()),
     ]

@@ -59,7 +59,11 @@ pub fn run(pod: &Value) -> Result<(Value, Mutation), Denial> {
     run_with(pod, &Context::offline(IdentityMode::Inject), &defaults())
 }
 
-pub fn run_with(pod: &Value, ctx: &Context, defaults: &Defaults) -> Result<(Value, Mutation), Denial> {
+pub fn run_with(
+    pod: &Value,
+    ctx: &Context,
+    defaults: &Defaults,
+) -> Result<(Value, Mutation), Denial> {
     let plan = plan_with(pod, ctx, defaults)?;
     let m = mutate::mutate(pod, &plan)?;
     Ok((apply(pod, &m.ops), m))
@@ -67,9 +71,11 @@ pub fn run_with(pod: &Value, ctx: &Context, defaults: &Defaults) -> Result<(Valu
 
 /// Applies operations with json-patch (RFC 6902), as the API server does.
 pub fn apply(pod: &Value, ops: &[mutate::Op]) -> Value {
-    let patch: json_patch::Patch = serde_json::from_value(serde_json::to_value(ops).unwrap()).unwrap();
+    let patch: json_patch::Patch =
+        serde_json::from_value(serde_json::to_value(ops).unwrap()).unwrap();
     let mut out = pod.clone();
-    json_patch::patch(&mut out, &patch).unwrap_or_else(|e| panic!("patch does not apply: {e}\n{ops:#?}"));
+    json_patch::patch(&mut out, &patch)
+        .unwrap_or_else(|e| panic!("patch does not apply: {e}\n{ops:#?}"));
     out
 }
 
