@@ -171,10 +171,17 @@ impl Response {
 
     /// The whole AdmissionReview response body.
     pub fn to_review_json(&self) -> Vec<u8> {
+        self.encode().0
+    }
+
+    /// The AdmissionReview response body, and the size of the JSON patch it carries.
+    pub fn encode(&self) -> (Vec<u8>, Option<usize>) {
+        let patch = self.patch_json();
+        let patch_len = patch.as_ref().map(Vec::len);
         let mut r = Map::new();
         r.insert("uid".into(), Value::String(self.uid.clone()));
         r.insert("allowed".into(), Value::Bool(self.allowed()));
-        if let Some(patch) = self.patch_json() {
+        if let Some(patch) = patch {
             r.insert("patchType".into(), Value::String("JSONPatch".into()));
             r.insert(
                 "patch".into(),
@@ -208,7 +215,7 @@ impl Response {
             "kind": KIND,
             "response": Value::Object(r),
         });
-        serde_json::to_vec(&review).unwrap_or_default()
+        (serde_json::to_vec(&review).unwrap_or_default(), patch_len)
     }
 }
 

@@ -83,6 +83,10 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "SBMESH_BODY_LIMIT_BYTES", default_value_t = 8 * 1024 * 1024)]
     body_limit_bytes: usize,
+    /// Request body bytes held at once across all requests; memory grows with them. At least
+    /// the body limit.
+    #[arg(long, env = "SBMESH_MAX_INFLIGHT_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_inflight_body_bytes: usize,
     /// Time allowed for a TLS handshake and HTTP/1 request headers, in milliseconds.
     #[arg(long, env = "SBMESH_HEADER_READ_TIMEOUT_MS", default_value_t = 2000)]
     header_read_timeout_ms: u64,
@@ -276,6 +280,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         request_timeout: Duration::from_millis(a.request_timeout_ms),
         max_connections: a.max_connections,
         max_concurrent_requests: a.max_concurrent_requests,
+        max_inflight_body_bytes: a.max_inflight_body_bytes,
         drain_grace: Duration::from_secs(a.drain_grace_seconds),
         shutdown_timeout: Duration::from_secs(a.shutdown_timeout_seconds),
         ..server::Settings::default()

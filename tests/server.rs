@@ -1035,3 +1035,122 @@ async fn shutdown_drains_every_sent_request_and_stops_being_ready_at_once() {
         "no request was served during the grace period"
     );
 }
+
+/// A pod review padded to about `bytes` with a large annotation.
+fn padded_review(uid: &str, bytes: usize) -> Vec<u8> {
+    let mut pod = controller_pod();
+    pod["metadata"]["annotations"]["example.com/padding"] = json!("p".repeat(bytes));
+    pod_review(uid, pod)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_beyond_the_in_flight_byte_budget_wait_for_room() {
+    let server = TestServer::start(Settings {
+        body_limit: 64 * 1024,
+        max_inflight_body_bytes: 64 * 1024,
+        request_timeout: Duration::from_secs(30),
+        ..test_settings()
+    })
+    .await;
+    for proto in Proto::BOTH {
+        // The holder declared 56 KiB and has sent 50: its whole length is reserved.
+        let mut holder = server.connect(proto).await;
+        let (tx, body) = streamed();
+        let big = padded_review("uid-holder", 56 * 1024);
+        let mut request = holder.request(Method::POST, "/mutate", body);
+        request.headers_mut().insert(
+            axum::http::header::CONTENT_LENGTH,
+            big.len().to_string().parse().unwrap(),
+        );
+        let (head, tail) = big.split_at(50 * 1024);
+        tx.send(head.to_vec().into()).await.expect("head");
+        let held = tokio::spawn(async move { holder.send(request).await });
+
+        // A 20 KiB body does not fit beside it: it waits instead of growing memory.
+        let mut second = server.connect(proto).await;
+        let waiting =
+            tokio::spawn(
+                async move { second.review(padded_review("uid-waiting", 20 * 1024)).await },
+            );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "{proto:?}: the second body was read beyond the budget"
+        );
+
+        tx.send(tail.to_vec().into()).await.expect("tail");
+        drop(tx);
+        let reply = held.await.expect("holder task").expect("holder reply");
+        assert_eq!(reply.admission()["uid"], "uid-holder");
+        let reply = waiting.await.expect("waiting task").expect("waiting reply");
+        assert_eq!(reply.admission()["uid"], "uid-waiting");
+        assert_eq!(reply.admission()["allowed"], true);
+    }
+}
+
+#[tokio::test]
+async fn serve_refuses_a_body_budget_below_the_body_limit() {
+    let pki = Pki::new("budget");
+    let leaf = pki.leaf();
+    let secret = SecretDir::new(&leaf.cert_pem, &leaf.key_pem);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = sbmesh::server::App {
+        defaults: Arc::new(test_defaults()),
+        cluster: sbmesh::cluster::Cluster::off(sbmesh::contract::IdentityMode::Inject),
+    };
+    let settings = Settings {
+        body_limit: 1024 * 1024,
+        max_inflight_body_bytes: 1024,
+        ..test_settings()
+    };
+    let err = sbmesh::server::serve(listener, None, secret.files(), app, settings, async {})
+        .await
+        .expect_err("a budget below the body limit is refused at start");
+    assert!(err.to_string().contains("budget"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeclared_body_beyond_the_budget_gets_503_not_a_deadlock() {
+    let server = TestServer::start(Settings {
+        body_limit: 64 * 1024,
+        max_inflight_body_bytes: 64 * 1024,
+        request_timeout: Duration::from_secs(30),
+        ..test_settings()
+    })
+    .await;
+    for proto in Proto::BOTH {
+        let mut holder = server.connect(proto).await;
+        let (tx, body) = streamed();
+        let big = padded_review("uid-holder", 56 * 1024);
+        let mut request = holder.request(Method::POST, "/mutate", body);
+        request.headers_mut().insert(
+            axum::http::header::CONTENT_LENGTH,
+            big.len().to_string().parse().unwrap(),
+        );
+        let (head, tail) = big.split_at(50 * 1024);
+        tx.send(head.to_vec().into()).await.expect("head");
+        let held = tokio::spawn(async move { holder.send(request).await });
+
+        // A streamed body of unknown length that does not fit is refused at once.
+        let mut second = server.connect(proto).await;
+        let (tx2, body2) = streamed();
+        let request2 = second.request(Method::POST, "/mutate", body2);
+        let refused = tokio::spawn(async move { second.send(request2).await });
+        tx2.send(padded_review("uid-streamed", 20 * 1024).into())
+            .await
+            .expect("streamed");
+        drop(tx2);
+        let reply = refused.await.expect("task").expect("reply");
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{proto:?}");
+        assert!(
+            reply.text().contains("body bytes in flight"),
+            "{}",
+            reply.text()
+        );
+
+        tx.send(tail.to_vec().into()).await.expect("tail");
+        drop(tx);
+        let reply = held.await.expect("holder task").expect("holder reply");
+        assert_eq!(reply.admission()["uid"], "uid-holder");
+    }
+}

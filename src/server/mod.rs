@@ -47,6 +47,10 @@ pub struct Settings {
     pub max_connections: usize,
     /// `/mutate` requests in flight at once; beyond it, HTTP 503 at once.
     pub max_concurrent_requests: usize,
+    /// Request body bytes held at once across all requests (bodies and the work on them are
+    /// what memory grows with). A request whose body would exceed it waits for room, within
+    /// `request_timeout`. Must be at least `body_limit`.
+    pub max_inflight_body_bytes: usize,
     /// After the shutdown signal: not ready, but still accepting, for this long, so the
     /// Service's endpoints can drop this pod before the listener closes.
     pub drain_grace: Duration,
@@ -64,6 +68,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(4),
             max_connections: 1024,
             max_concurrent_requests: 256,
+            max_inflight_body_bytes: 16 * 1024 * 1024,
             drain_grace: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(15),
             cert_reload_interval: Duration::from_secs(1),
@@ -89,6 +94,11 @@ pub struct App {
 pub enum ServeError {
     #[error("serving certificate: {0}")]
     Tls(#[from] TlsError),
+    #[error(
+        "the in-flight body budget ({budget} bytes) is smaller than the body limit ({limit} bytes): \
+         a request at the limit could never be read"
+    )]
+    Budget { budget: usize, limit: usize },
 }
 
 /// Whether this replica should get traffic.
@@ -123,6 +133,8 @@ pub(crate) struct Shared {
     metrics: Arc<metrics::Metrics>,
     health: Arc<Health>,
     in_flight: Arc<Semaphore>,
+    /// Request body bytes in flight, in KiB units.
+    body_budget: Arc<Semaphore>,
     max_concurrent_requests: usize,
     body_limit: usize,
     request_timeout: Duration,
@@ -151,6 +163,12 @@ pub async fn serve(
         resolver.clone(),
     )?));
 
+    if settings.max_inflight_body_bytes < settings.body_limit {
+        return Err(ServeError::Budget {
+            budget: settings.max_inflight_body_bytes,
+            limit: settings.body_limit,
+        });
+    }
     let health = Arc::new(Health {
         serving: AtomicBool::new(false),
         draining: AtomicBool::new(false),
@@ -161,6 +179,9 @@ pub async fn serve(
         metrics: metrics.clone(),
         health: health.clone(),
         in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
+        body_budget: Arc::new(Semaphore::new(budget_units(
+            settings.max_inflight_body_bytes,
+        ))),
         max_concurrent_requests: settings.max_concurrent_requests,
         body_limit: settings.body_limit,
         request_timeout: settings.request_timeout,
@@ -249,4 +270,11 @@ pub async fn serve(
     let _ = reload.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Body budget unit: KiB, so that a u32 of permits covers any realistic budget.
+pub(crate) const BUDGET_UNIT: usize = 1024;
+
+pub(crate) fn budget_units(bytes: usize) -> usize {
+    bytes.div_ceil(BUDGET_UNIT).min(Semaphore::MAX_PERMITS)
 }

@@ -11,6 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument as _;
 
 use super::Shared;
@@ -122,16 +123,18 @@ struct Rendered {
 }
 
 fn render(response: admission::Response) -> Rendered {
+    let (json, patch_bytes) = response.encode();
     Rendered {
         outcome: response.outcome,
         ops: response.ops.len(),
-        patch_bytes: response.patch_json().map(|p| p.len()),
-        json: response.to_review_json(),
+        patch_bytes,
+        json,
     }
 }
 
 async fn admit(shared: &Shared, body: Body, started: Instant, span: tracing::Span) -> Response {
-    let body = match read_body(shared, body, started).await {
+    // The budget stays taken until the answer is rendered: parsing and mutating grow with it.
+    let (body, _budget) = match read_body(shared, body, started).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -212,8 +215,13 @@ async fn admit(shared: &Shared, body: Body, started: Instant, span: tracing::Spa
         .into_response()
 }
 
-/// The whole body, or the answer to send instead (413 over the limit, 400 if unreadable).
-async fn read_body(shared: &Shared, body: Body, started: Instant) -> Result<Bytes, Response> {
+/// The whole body with the share of the body budget it holds, or the answer to send instead
+/// (413 over the limit, 400 if unreadable).
+async fn read_body(
+    shared: &Shared,
+    body: Body,
+    started: Instant,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Response> {
     let limit = shared.body_limit;
     let too_large = || {
         shared.metrics.rejected(Rejection::BodyTooLarge);
@@ -238,8 +246,58 @@ async fn read_body(shared: &Shared, body: Body, started: Instant) -> Result<Byte
     {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
+    // A declared length reserves its whole share of the budget before a byte is read, waiting
+    // for room (bounded by the request timeout): holders of a reservation never wait again, so
+    // requests cannot deadlock on each other. A body of unknown length (the API server always
+    // declares one) takes its share as it arrives and is refused with 503 when there is none.
+    let declared = axum::body::HttpBody::size_hint(&body)
+        .exact()
+        .and_then(|n| usize::try_from(n).ok());
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    if let Some(n) = declared {
+        let units = u32::try_from(super::budget_units(n)).unwrap_or(u32::MAX);
+        if units > 0 {
+            held = shared
+                .body_budget
+                .clone()
+                .acquire_many_owned(units)
+                .await
+                .ok();
+        }
+    }
+    let mut body = Limited::new(body, limit);
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
+    let read = loop {
+        match body.frame().await {
+            None => break Ok(()),
+            Some(Err(e)) => break Err(e),
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if declared.is_none() {
+                    let units = super::budget_units(buf.len() + data.len())
+                        - super::budget_units(buf.len());
+                    if units > 0 {
+                        let Ok(permit) = shared
+                            .body_budget
+                            .clone()
+                            .try_acquire_many_owned(u32::try_from(units).unwrap_or(u32::MAX))
+                        else {
+                            return Err(budget_exhausted(shared));
+                        };
+                        match &mut held {
+                            Some(h) => h.merge(permit),
+                            None => held = Some(permit),
+                        }
+                    }
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+    };
+    match read {
+        Ok(()) => Ok((Bytes::from(buf), held)),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Err(e) => {
             shared.metrics.rejected(Rejection::BadRequest);
@@ -253,6 +311,15 @@ async fn read_body(shared: &Shared, body: Body, started: Instant) -> Result<Byte
             ))
         }
     }
+}
+
+fn budget_exhausted(shared: &Shared) -> Response {
+    shared.metrics.rejected(Rejection::Overloaded);
+    tracing::warn!("admission request refused: the in-flight body budget is exhausted");
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "sbmesh: too many request body bytes in flight; try again".into(),
+    )
 }
 
 /// A panic in the core is a bug; the API server gets a clear 500 and the process lives on.
