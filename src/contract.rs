@@ -233,8 +233,9 @@ pub fn opted_in(pod: &Value) -> Result<bool, Denial> {
             ))
         }),
         Some(other) => Err(Denial::new(format!(
-            "sbmesh: pod annotation {} must be a string \"true\" or \"false\", not {other}",
-            keys::INJECT
+            "sbmesh: pod annotation {} must be a string \"true\" or \"false\", not {}",
+            keys::INJECT,
+            truncate(&other.to_string())
         ))),
     }
 }
@@ -345,8 +346,9 @@ impl<'a> Resolver<'a> {
             Some(Value::String(s)) => return Ok(Some((s.as_str(), Origin::Pod(p.key)))),
             Some(other) => {
                 return Err(Denial::new(format!(
-                    "sbmesh: pod annotation {} must be a string, not {other}",
-                    p.key
+                    "sbmesh: pod annotation {} must be a string, not {}",
+                    p.key,
+                    truncate(&other.to_string())
                 )));
             }
             None => {}

@@ -284,7 +284,8 @@ impl EntityName {
             Ok(Self(t.to_string()))
         } else {
             Err(violation(format!(
-                "'{t}' is not a valid name: a name {rule}"
+                "'{}' is not a valid name: a name {rule}",
+                super::truncate(t)
             )))
         }
     }
@@ -369,7 +370,8 @@ pub fn parse_ports(raw: &str) -> Result<Vec<u16>, RuleViolation> {
         .map(|p| {
             p.parse::<u16>().ok().filter(|n| *n != 0).ok_or_else(|| {
                 violation(format!(
-                    "'{p}' is not a port: must be a comma list of ports 1-65535"
+                    "'{}' is not a port: must be a comma list of ports 1-65535",
+                    super::truncate(p)
                 ))
             })
         })

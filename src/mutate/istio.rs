@@ -118,9 +118,18 @@ pub fn hold_until_proxy_starts(existing: Option<&str>) -> Result<HoldEdit, Strin
         }
     }
     map.insert(HOLD.to_string(), Value::Bool(true));
-    serde_json::to_string(&Value::Object(map))
-        .map(HoldEdit::Set)
-        .map_err(|e| format!("cannot be written back ({e})"))
+    let out = serde_json::to_string(&Value::Object(map.clone()))
+        .map_err(|e| format!("cannot be written back ({e})"))?;
+    // Istio reads the annotation as YAML. JSON with characters YAML cannot carry (DEL, C1
+    // controls) parses here but not there: refuse it rather than write what Istio cannot read.
+    if serde_saphyr::from_str::<Value>(&out).ok() != Some(Value::Object(map)) {
+        return Err(
+            "is JSON that does not read back as YAML (Istio's injector reads it as YAML); \
+             remove control characters from it"
+                .to_string(),
+        );
+    }
+    Ok(HoldEdit::Set(out))
 }
 
 fn first_line(s: &str) -> &str {

@@ -193,7 +193,7 @@ fn env_ops(
                 if theirs != value {
                     warnings.push(format!(
                         "sbmesh: container {} keeps its own {name}=\"{}\" (sbmesh would set \"{}\")",
-                        t.name,
+                        truncate(t.name),
                         truncate(theirs),
                         value
                     ));
@@ -222,8 +222,8 @@ fn mount_ops(pod: &Value, t: &Target, ops: &mut Vec<Op>) -> Result<(), Denial> {
             "sbmesh: container {} already mounts {} at {}, where sbmesh mounts its token volume \
              {} read-only; sbmesh does not overwrite it: move that mount, or leave the container \
              out with {}",
-            t.name,
-            m.get("name").and_then(Value::as_str).unwrap_or("a volume"),
+            truncate(t.name),
+            truncate(m.get("name").and_then(Value::as_str).unwrap_or("a volume")),
             identity::MOUNT_PATH,
             identity::VOLUME_NAME,
             keys::SKIP_CONTAINERS

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::contract::{Denial, Policy};
+use crate::contract::{Denial, Policy, truncate};
 
 /// A connection string holds `Endpoint=sb://` and a key or a signature, in any case.
 pub fn is_connection_string(value: &str) -> bool {
@@ -43,8 +43,8 @@ pub fn check_connection_strings(
                 if !is_connection_string(value) {
                     continue;
                 }
-                let container = c.get("name").and_then(Value::as_str).unwrap_or("?");
-                let name = e.get("name").and_then(Value::as_str).unwrap_or("?");
+                let container = truncate(c.get("name").and_then(Value::as_str).unwrap_or("?"));
+                let name = truncate(e.get("name").and_then(Value::as_str).unwrap_or("?"));
                 let what = format!(
                     "container {container} has a plaintext Service Bus connection string in env \
                      {name} (Endpoint=sb://…;SharedAccessKey…); sbmesh gives this pod workload \

@@ -1,0 +1,90 @@
+//! Inputs the fuzz targets (`fuzz/`) found, minimised, as plain tests: each is named for the
+//! rule it broke. A test marked `#[ignore]` pins a finding whose fix is pending in `src/`;
+//! remove the mark with the fix.
+
+mod support;
+
+use serde_json::{Value, json};
+
+use sbmesh::contract::values::parse_ports;
+use sbmesh::contract::{EntityKind, EntityName};
+use sbmesh::mutate::istio::{HoldEdit, hold_until_proxy_starts};
+
+/// What `fuzz/fuzz_targets/annotations.rs` allows a rule text or a denial to grow to.
+const MAX_MESSAGE: usize = 2048;
+
+/// fuzz target `proxy_config`, minimised input `{"\x7f":1}` (crash-7e11e99c…): valid JSON, but
+/// DEL (and the C1 controls) are not printable YAML, and Istio reads the annotation as YAML. The
+/// JSON path wrote `{"\x7f":1,"holdApplicationUntilProxyStarts":true}` back unchecked, a value
+/// Istio's injector cannot read; the YAML path checks its candidate, the JSON one does not.
+#[test]
+fn proxy_config_json_that_is_not_yaml_is_denied_not_rewritten() {
+    for text in ["{\"\u{7f}\":1}", "{\"a\":\"\u{85}\"}", "{\"a\u{9f}\":true}"] {
+        match hold_until_proxy_starts(Some(text)) {
+            Err(why) => assert!(why.contains("YAML"), "{text:?}: {why}"),
+            Ok(HoldEdit::Set(out)) => {
+                let yaml: Result<Value, _> = serde_saphyr::from_str(&out);
+                assert!(yaml.is_ok(), "{text:?} became {out:?}, which Istio cannot read as YAML");
+            }
+            Ok(other) => panic!("{text:?}: {other:?}"),
+        }
+    }
+}
+
+/// fuzz target `annotations`: a bad name is quoted whole in the rule text
+/// (`'{t}' is not a valid name`), so a 256 KiB annotation gives a 256 KiB denial message,
+/// although `contract::truncate` keeps quoted values to 120 characters everywhere else.
+#[test]
+fn denial_for_a_huge_bad_value_stays_short() {
+    let huge = format!("-{}", "q".repeat(256 * 1024));
+    for kind in [EntityKind::Queue, EntityKind::Topic, EntityKind::Subscription] {
+        let rule = EntityName::parse(&huge, kind).expect_err("a leading '-' is invalid");
+        assert!(rule.0.len() <= MAX_MESSAGE, "{kind:?}: rule text of {} bytes", rule.0.len());
+    }
+    let rule = parse_ports(&format!("{huge},5671")).expect_err("not a port");
+    assert!(rule.0.len() <= MAX_MESSAGE, "ports: rule text of {} bytes", rule.0.len());
+
+    let pod = support::pod(json!({ "sbmesh.io/queues": huge }));
+    let message = support::denied(&pod);
+    assert!(message.len() <= MAX_MESSAGE, "denial of {} bytes", message.len());
+}
+
+/// The fuzz seeds as a plain test: every seed of `admission_review` gets an answer, and a
+/// patch that applies and leaves nothing to do on re-admission (what the target checks).
+#[test]
+fn fuzz_seeds_are_answered_and_their_patches_are_idempotent() {
+    use sbmesh::admission::{self, Triage};
+    use sbmesh::contract::{Context, IdentityMode};
+
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/admission_review");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{dir}: {e}")) {
+        let path = entry.expect("dir entry").path();
+        let body = std::fs::read(&path).expect("seed");
+        for mode in [IdentityMode::Inject, IdentityMode::Delegate] {
+            let ctx = Context::offline(mode);
+            let defaults = sbmesh::contract::Defaults {
+                client_id: Some(support::CLIENT_ID.parse().expect("client id")),
+                servicebus_namespace: Some("payments-prod".into()),
+                ..support::defaults()
+            };
+            let Ok(req) = admission::parse(&body) else { continue };
+            let Triage::Pod { pod, namespace, .. } = admission::triage(&req) else { continue };
+            let first = admission::admit_pod(&req.uid, pod, namespace, &ctx, &defaults);
+            if first.ops.is_empty() {
+                continue;
+            }
+            let patched = support::apply(pod, &first.ops);
+            let again = admission::admit_pod(&req.uid, &patched, namespace, &ctx, &defaults);
+            assert!(
+                again.allowed() && again.ops.is_empty(),
+                "{} ({mode:?}): re-admission gave {:?} {:?}",
+                path.display(),
+                again.status,
+                again.ops
+            );
+        }
+        seen += 1;
+    }
+    assert!(seen >= 5, "only {seen} seeds in {dir}");
+}
