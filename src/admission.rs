@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::contract::{self, Context, Decision, Defaults, Denial};
 use crate::mutate;
@@ -178,44 +178,83 @@ impl Response {
     pub fn encode(&self) -> (Vec<u8>, Option<usize>) {
         let patch = self.patch_json();
         let patch_len = patch.as_ref().map(Vec::len);
-        let mut r = Map::new();
-        r.insert("uid".into(), Value::String(self.uid.clone()));
-        r.insert("allowed".into(), Value::Bool(self.allowed()));
-        if let Some(patch) = patch {
-            r.insert("patchType".into(), Value::String("JSONPatch".into()));
-            r.insert(
-                "patch".into(),
-                Value::String(base64::engine::general_purpose::STANDARD.encode(patch)),
-            );
-        }
-        if let Some((code, reason, message)) = &self.status {
-            r.insert(
-                "status".into(),
-                serde_json::json!({
-                    "status": "Failure",
-                    "code": code,
-                    "reason": reason,
-                    "message": message,
-                }),
-            );
-        }
-        if !self.warnings.is_empty() {
-            r.insert("warnings".into(), serde_json::json!(self.warnings));
-        }
-        if !self.audit.is_empty() {
-            let audit: Map<String, Value> = self
-                .audit
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), Value::String(v.clone())))
-                .collect();
-            r.insert("auditAnnotations".into(), Value::Object(audit));
-        }
-        let review = serde_json::json!({
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "response": Value::Object(r),
-        });
+        let review = ReviewOut {
+            api_version: API_VERSION,
+            kind: KIND,
+            response: ResponseOut {
+                uid: &self.uid,
+                allowed: self.allowed(),
+                patch_type: patch.as_ref().map(|_| "JSONPatch"),
+                patch: patch.map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
+                status: self
+                    .status
+                    .as_ref()
+                    .map(|(code, reason, message)| StatusOut {
+                        status: "Failure",
+                        code: *code,
+                        reason,
+                        message,
+                    }),
+                warnings: &self.warnings,
+                audit_annotations: AuditOut(&self.audit),
+            },
+        };
+        // Serializing borrowed strings and numbers cannot fail.
         (serde_json::to_vec(&review).unwrap_or_default(), patch_len)
+    }
+}
+
+/// The response document, serialized straight from borrowed parts.
+#[derive(Serialize)]
+struct ReviewOut<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut<'a>>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+    #[serde(skip_serializing_if = "AuditOut::is_empty")]
+    audit_annotations: AuditOut<'a>,
+}
+
+#[derive(Serialize)]
+struct StatusOut<'a> {
+    status: &'static str,
+    code: u16,
+    reason: &'a str,
+    message: &'a str,
+}
+
+/// Audit annotations as a JSON object, in the order given.
+struct AuditOut<'a>(&'a [(&'static str, String)]);
+
+impl AuditOut<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for AuditOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
     }
 }
 

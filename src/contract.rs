@@ -201,18 +201,18 @@ pub enum Decision {
 /// The pod's annotations, or an empty map.
 pub fn pod_annotations(pod: &Value) -> &Map<String, Value> {
     static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-    pod.pointer("/metadata/annotations")
+    crate::mutate::patch::at(pod, &["metadata", "annotations"])
         .and_then(Value::as_object)
         .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
 }
 
 /// The pod's ServiceAccount name (`default` when unset or empty).
 pub fn service_account_name(pod: &Value) -> &str {
-    pod.pointer("/spec/serviceAccountName")
+    crate::mutate::patch::at(pod, &["spec", "serviceAccountName"])
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .or_else(|| {
-            pod.pointer("/spec/serviceAccount")
+            crate::mutate::patch::at(pod, &["spec", "serviceAccount"])
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
         })
@@ -631,7 +631,8 @@ fn names(raw: &str) -> Vec<String> {
 /// no for certain; then the benefit of the doubt goes to the mesh.
 fn headed_for_mesh(pod: &Value, ctx: &Context) -> bool {
     let label = pod
-        .pointer("/metadata/labels")
+        .get("metadata")
+        .and_then(|m| m.get("labels"))
         .and_then(Value::as_object)
         .and_then(|l| l.get(keys::ISTIO_SIDECAR_INJECT))
         .and_then(Value::as_str);

@@ -27,10 +27,11 @@ pub struct Mutation {
     pub audit: Vec<(&'static str, String)>,
 }
 
-/// A container or init container, by JSON pointer.
+/// A container or init container: its JSON pointer, name and object.
 struct Target<'a> {
     pointer: String,
     name: &'a str,
+    container: &'a Value,
 }
 
 /// The env sbmesh ensures in each container in scope, in the contract's order.
@@ -52,9 +53,9 @@ pub fn mutate(pod: &Value, plan: &InjectionPlan) -> Result<Mutation, Denial> {
     let mut warnings = plan.warnings.clone();
     policy::check_connection_strings(pod, plan.connection_string_policy, &mut warnings)?;
 
-    let mut labels = patch::MapEdits::new(pod, "/metadata/labels");
+    let mut labels = patch::MapEdits::metadata(pod, "labels");
     identity::label(&mut labels)?;
-    let mut annotations = patch::MapEdits::new(pod, "/metadata/annotations");
+    let mut annotations = patch::MapEdits::metadata(pod, "annotations");
     istio::annotate(plan, &mut annotations, &mut warnings)?;
 
     let targets = select(pod, &plan.scope, &mut warnings)?;
@@ -63,8 +64,9 @@ pub fn mutate(pod: &Value, plan: &InjectionPlan) -> Result<Mutation, Denial> {
 
     let mut spec_ops = Vec::new();
     if inject {
+        let volumes = patch::at(pod, &["spec", "volumes"]);
         match find(
-            list_at(pod, "/spec/volumes")?,
+            list_of(volumes, || "/spec/volumes".into())?,
             "name",
             identity::VOLUME_NAME,
         ) {
@@ -82,16 +84,16 @@ pub fn mutate(pod: &Value, plan: &InjectionPlan) -> Result<Mutation, Denial> {
             }
             None => patch::append(
                 &mut spec_ops,
-                pod,
+                volumes,
                 "/spec/volumes".into(),
                 vec![identity::volume(plan)],
             ),
         }
     }
     for t in &targets {
-        env_ops(pod, t, &env, &mut spec_ops, &mut warnings)?;
+        env_ops(t, &env, &mut spec_ops, &mut warnings)?;
         if inject {
-            mount_ops(pod, t, &mut spec_ops)?;
+            mount_ops(t, &mut spec_ops)?;
         }
     }
 
@@ -115,12 +117,16 @@ fn malformed(pointer: &str, expected: &str) -> Denial {
     ))
 }
 
-/// The list at `pointer`: absent or null is `None`; anything but a list is malformed.
-fn list_at<'a>(pod: &'a Value, pointer: &str) -> Result<Option<&'a Vec<Value>>, Denial> {
-    match pod.pointer(pointer) {
+/// A list field: absent or null is `None`; anything but a list is malformed (`pointer` names
+/// it in the message, built only then).
+fn list_of(
+    v: Option<&Value>,
+    pointer: impl FnOnce() -> String,
+) -> Result<Option<&Vec<Value>>, Denial> {
+    match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(a)) => Ok(Some(a)),
-        Some(_) => Err(malformed(pointer, "a list")),
+        Some(_) => Err(malformed(&pointer(), "a list")),
     }
 }
 
@@ -138,15 +144,16 @@ fn select<'a>(
 ) -> Result<Vec<Target<'a>>, Denial> {
     let mut all = Vec::new();
     for list in ["initContainers", "containers"] {
-        let pointer = format!("/spec/{list}");
-        for (i, c) in list_at(pod, &pointer)?.into_iter().flatten().enumerate() {
+        let containers = list_of(patch::at(pod, &["spec", list]), || format!("/spec/{list}"))?;
+        for (i, c) in containers.into_iter().flatten().enumerate() {
             let name = c
                 .get("name")
                 .and_then(Value::as_str)
-                .ok_or_else(|| malformed(&format!("{pointer}/{i}/name"), "a string"))?;
+                .ok_or_else(|| malformed(&format!("/spec/{list}/{i}/name"), "a string"))?;
             all.push(Target {
-                pointer: format!("{pointer}/{i}"),
+                pointer: format!("/spec/{list}/{i}"),
                 name,
+                container: c,
             });
         }
     }
@@ -175,14 +182,13 @@ fn select<'a>(
 
 /// Appends the env entries the container lacks; entries it has keep their value.
 fn env_ops(
-    pod: &Value,
     t: &Target,
     env: &[(&'static str, String)],
     ops: &mut Vec<Op>,
     warnings: &mut Vec<String>,
 ) -> Result<(), Denial> {
-    let pointer = format!("{}/env", t.pointer);
-    let existing = list_at(pod, &pointer)?;
+    let field = t.container.get("env");
+    let existing = list_of(field, || format!("{}/env", t.pointer))?;
     let mut added = Vec::new();
     for (name, value) in env {
         match find(existing, "name", name) {
@@ -201,14 +207,16 @@ fn env_ops(
             }
         }
     }
-    patch::append(ops, pod, pointer, added);
+    if !added.is_empty() {
+        patch::append(ops, field, format!("{}/env", t.pointer), added);
+    }
     Ok(())
 }
 
 /// Adds the read-only token mount; a different mount at our path is a denial.
-fn mount_ops(pod: &Value, t: &Target, ops: &mut Vec<Op>) -> Result<(), Denial> {
-    let pointer = format!("{}/volumeMounts", t.pointer);
-    let existing = list_at(pod, &pointer)?;
+fn mount_ops(t: &Target, ops: &mut Vec<Op>) -> Result<(), Denial> {
+    let field = t.container.get("volumeMounts");
+    let existing = list_of(field, || format!("{}/volumeMounts", t.pointer))?;
     let at_our_path = existing.and_then(|l| {
         l.iter().find(|m| {
             m.get("mountPath")
@@ -229,7 +237,12 @@ fn mount_ops(pod: &Value, t: &Target, ops: &mut Vec<Op>) -> Result<(), Denial> {
             keys::SKIP_CONTAINERS
         ))),
         None => {
-            patch::append(ops, pod, pointer, vec![identity::mount()]);
+            patch::append(
+                ops,
+                field,
+                format!("{}/volumeMounts", t.pointer),
+                vec![identity::mount()],
+            );
             Ok(())
         }
     }

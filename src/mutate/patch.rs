@@ -22,6 +22,12 @@ impl Op {
     }
 }
 
+/// Walks object keys from `v` without allocating (unlike `Value::pointer`, which unescapes
+/// every token into a new String). Keys are given unescaped.
+pub fn at<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
+    keys.iter().try_fold(v, |v, k| v.as_object()?.get(*k))
+}
+
 /// Escapes one reference token: `~` → `~0`, `/` → `~1` (RFC 6901).
 pub fn escape(token: &str) -> Cow<'_, str> {
     if token.contains(['~', '/']) {
@@ -35,16 +41,22 @@ pub fn escape(token: &str) -> Cow<'_, str> {
 /// one `add` of the whole map when it is absent (parent before children), else one
 /// operation per key.
 pub struct MapEdits<'a> {
+    /// JSON pointer of the map, e.g. `/metadata/labels`.
     pointer: &'static str,
     existing: Option<&'a Map<String, Value>>,
     edits: Vec<(String, String)>,
 }
 
 impl<'a> MapEdits<'a> {
-    pub fn new(pod: &'a Value, pointer: &'static str) -> Self {
+    /// The map `metadata.<field>` of the pod (`labels` or `annotations`).
+    pub fn metadata(pod: &'a Value, field: &'static str) -> Self {
+        let pointer = match field {
+            "labels" => "/metadata/labels",
+            _ => "/metadata/annotations",
+        };
         Self {
             pointer,
-            existing: pod.pointer(pointer).and_then(Value::as_object),
+            existing: at(pod, &["metadata", field]).and_then(Value::as_object),
             edits: Vec::new(),
         }
     }
@@ -92,13 +104,13 @@ impl<'a> MapEdits<'a> {
     }
 }
 
-/// Appends `items` to the list at `pointer`: one `add` of the whole list when it is absent,
-/// else one `add …/-` per item.
-pub fn append(ops: &mut Vec<Op>, pod: &Value, pointer: String, items: Vec<Value>) {
+/// Appends `items` to the list at `pointer`, whose current value is `existing`: one `add` of
+/// the whole list when it is absent, else one `add …/-` per item.
+pub fn append(ops: &mut Vec<Op>, existing: Option<&Value>, pointer: String, items: Vec<Value>) {
     if items.is_empty() {
         return;
     }
-    if pod.pointer(&pointer).is_some_and(|v| !v.is_null()) {
+    if existing.is_some_and(|v| !v.is_null()) {
         for value in items {
             ops.push(Op::Add {
                 path: format!("{pointer}/-"),
@@ -128,7 +140,7 @@ mod tests {
     #[test]
     fn absent_map_is_added_whole_before_its_keys() {
         let pod = json!({"metadata": {}});
-        let mut e = MapEdits::new(&pod, "/metadata/labels");
+        let mut e = MapEdits::metadata(&pod, "labels");
         e.set("azure.workload.identity/use", "true".into());
         let mut ops = Vec::new();
         e.into_ops(&mut ops);
@@ -141,7 +153,7 @@ mod tests {
     #[test]
     fn existing_key_is_replaced_and_same_value_is_left_alone() {
         let pod = json!({"metadata": {"annotations": {"a/b": "1", "c": "x"}}});
-        let mut e = MapEdits::new(&pod, "/metadata/annotations");
+        let mut e = MapEdits::metadata(&pod, "annotations");
         e.set("a/b", "2".into());
         e.set("c", "x".into());
         e.set("d", "y".into());

@@ -27,7 +27,8 @@ pub fn check_connection_strings(
     }
     for list in ["initContainers", "containers", "ephemeralContainers"] {
         let Some(containers) = pod
-            .pointer(&format!("/spec/{list}"))
+            .get("spec")
+            .and_then(|s| s.get(list))
             .and_then(Value::as_array)
         else {
             continue;
