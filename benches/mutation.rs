@@ -37,7 +37,8 @@ fn end_to_end(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(body.bytes.len() as u64));
         group.bench_function(body.name, |b| {
             b.iter(|| {
-                let r = admission::review(black_box(&body.bytes), &ctx, &defaults).expect("a valid review");
+                let r = admission::review(black_box(&body.bytes), &ctx, &defaults)
+                    .expect("a valid review");
                 r.to_review_json()
             })
         });
@@ -67,8 +68,12 @@ fn stages(c: &mut Criterion) {
     group.bench_function("plan", |b| {
         b.iter(|| contract::plan(black_box(pod), "payments", &ctx, &defaults))
     });
-    group.bench_function("mutate", |b| b.iter(|| mutate::mutate(black_box(pod), &plan)));
-    group.bench_function("encode_response", |b| b.iter(|| black_box(&response).to_review_json()));
+    group.bench_function("mutate", |b| {
+        b.iter(|| mutate::mutate(black_box(pod), &plan))
+    });
+    group.bench_function("encode_response", |b| {
+        b.iter(|| black_box(&response).to_review_json())
+    });
     group.finish();
 }
 

@@ -24,7 +24,10 @@ fn proxy_config_json_that_is_not_yaml_is_denied_not_rewritten() {
             Err(why) => assert!(why.contains("YAML"), "{text:?}: {why}"),
             Ok(HoldEdit::Set(out)) => {
                 let yaml: Result<Value, _> = serde_saphyr::from_str(&out);
-                assert!(yaml.is_ok(), "{text:?} became {out:?}, which Istio cannot read as YAML");
+                assert!(
+                    yaml.is_ok(),
+                    "{text:?} became {out:?}, which Istio cannot read as YAML"
+                );
             }
             Ok(other) => panic!("{text:?}: {other:?}"),
         }
@@ -37,16 +40,32 @@ fn proxy_config_json_that_is_not_yaml_is_denied_not_rewritten() {
 #[test]
 fn denial_for_a_huge_bad_value_stays_short() {
     let huge = format!("-{}", "q".repeat(256 * 1024));
-    for kind in [EntityKind::Queue, EntityKind::Topic, EntityKind::Subscription] {
+    for kind in [
+        EntityKind::Queue,
+        EntityKind::Topic,
+        EntityKind::Subscription,
+    ] {
         let rule = EntityName::parse(&huge, kind).expect_err("a leading '-' is invalid");
-        assert!(rule.0.len() <= MAX_MESSAGE, "{kind:?}: rule text of {} bytes", rule.0.len());
+        assert!(
+            rule.0.len() <= MAX_MESSAGE,
+            "{kind:?}: rule text of {} bytes",
+            rule.0.len()
+        );
     }
     let rule = parse_ports(&format!("{huge},5671")).expect_err("not a port");
-    assert!(rule.0.len() <= MAX_MESSAGE, "ports: rule text of {} bytes", rule.0.len());
+    assert!(
+        rule.0.len() <= MAX_MESSAGE,
+        "ports: rule text of {} bytes",
+        rule.0.len()
+    );
 
     let pod = support::pod(json!({ "sbmesh.io/queues": huge }));
     let message = support::denied(&pod);
-    assert!(message.len() <= MAX_MESSAGE, "denial of {} bytes", message.len());
+    assert!(
+        message.len() <= MAX_MESSAGE,
+        "denial of {} bytes",
+        message.len()
+    );
 }
 
 /// The fuzz seeds as a plain test: every seed of `admission_review` gets an answer, and a
@@ -68,8 +87,12 @@ fn fuzz_seeds_are_answered_and_their_patches_are_idempotent() {
                 servicebus_namespace: Some("payments-prod".into()),
                 ..support::defaults()
             };
-            let Ok(req) = admission::parse(&body) else { continue };
-            let Triage::Pod { pod, namespace, .. } = admission::triage(&req) else { continue };
+            let Ok(req) = admission::parse(&body) else {
+                continue;
+            };
+            let Triage::Pod { pod, namespace, .. } = admission::triage(&req) else {
+                continue;
+            };
             let first = admission::admit_pod(&req.uid, pod, namespace, &ctx, &defaults);
             if first.ops.is_empty() {
                 continue;

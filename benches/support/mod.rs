@@ -35,7 +35,8 @@ pub struct Body {
 
 /// The captured review `tests/fixtures/reviews/replicaset-orders.json`.
 pub fn captured_review() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reviews/replicaset-orders.json");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reviews/replicaset-orders.json");
     let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

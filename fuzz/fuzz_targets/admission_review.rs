@@ -1,0 +1,29 @@
+//! AdmissionReview bytes → `admission::review` (offline, both identity modes). Never a panic;
+//! a patch applies, and admitting the patched pod again gives zero operations.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
+
+use sbmesh::admission::{self, Triage};
+use sbmesh::contract::{Context, Defaults, IdentityMode};
+
+fn defaults() -> &'static Defaults {
+    static D: OnceLock<Defaults> = OnceLock::new();
+    D.get_or_init(sbmesh_fuzz::defaults)
+}
+
+fuzz_target!(|data: &[u8]| {
+    for mode in [IdentityMode::Inject, IdentityMode::Delegate] {
+        let ctx = Context::offline(mode);
+        // The whole path as the server runs it: 400 or a review.
+        let Ok(resp) = admission::review(data, &ctx, defaults()) else {
+            continue;
+        };
+        let req = admission::parse(data).expect("review() accepted it, so parse() does");
+        sbmesh_fuzz::check_response(&resp, &req.uid);
+        if let Triage::Pod { pod, namespace, .. } = admission::triage(&req) {
+            sbmesh_fuzz::admit_apply_readmit(&req.uid, pod, namespace, &ctx, defaults());
+        }
+    }
+});

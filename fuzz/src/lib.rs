@@ -1,0 +1,75 @@
+//! What every fuzz target checks once the core has answered: the response is a JSON
+//! AdmissionReview with the request's uid, the patch applies with an RFC 6902 engine (as the
+//! API server's does), and admitting the patched pod again gives no operations (idempotence).
+
+use serde_json::Value;
+
+use sbmesh::admission::{self, Outcome, Response};
+use sbmesh::contract::{Context, Defaults};
+
+pub const CLIENT_ID: &str = "6f0c3a4e-2b9d-4c1e-8f7a-1d2e3f4a5b6c";
+pub const TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+
+/// A typical install's config: tenant, client id and Service Bus namespace all defaulted, so
+/// that most opted-in pods get as far as the mutation.
+pub fn defaults() -> Defaults {
+    Defaults {
+        client_id: Some(CLIENT_ID.parse().expect("client id")),
+        tenant_id: Some(TENANT_ID.parse().expect("tenant id")),
+        servicebus_namespace: Some("payments-prod".into()),
+        mesh_exclude_outbound_ports: vec![15020],
+        native_sidecar: true,
+        ..Defaults::default()
+    }
+}
+
+/// The response body is an AdmissionReview with the uid, and a patch that decodes.
+pub fn check_response(resp: &Response, uid: &str) -> Option<json_patch::Patch> {
+    let body: Value =
+        serde_json::from_slice(&resp.to_review_json()).expect("the response body is JSON");
+    assert_eq!(body["apiVersion"], admission::API_VERSION);
+    assert_eq!(body["kind"], admission::KIND);
+    assert_eq!(
+        body["response"]["uid"], uid,
+        "the response carries the request's uid"
+    );
+    assert_eq!(body["response"]["allowed"], resp.allowed());
+    if let Some((code, _, message)) = &resp.status {
+        assert!(
+            matches!(code, 400 | 403),
+            "refusals are 400 or 403, got {code}"
+        );
+        assert!(!message.is_empty(), "a refusal says why");
+    }
+    let patch = resp.patch_json()?;
+    assert!(resp.allowed(), "a denial carries no patch");
+    Some(serde_json::from_slice(&patch).expect("the patch is an RFC 6902 document"))
+}
+
+/// Admits `pod`, applies the patch, admits the result: it must be allowed with no operations.
+pub fn admit_apply_readmit(
+    uid: &str,
+    pod: &Value,
+    namespace: &str,
+    ctx: &Context,
+    defaults: &Defaults,
+) {
+    let first = admission::admit_pod(uid, pod, namespace, ctx, defaults);
+    let Some(patch) = check_response(&first, uid) else {
+        return;
+    };
+    let mut patched = pod.clone();
+    if let Err(e) = json_patch::patch(&mut patched, &patch) {
+        panic!("the patch does not apply: {e}\npatch: {:?}", first.ops);
+    }
+    let second = admission::admit_pod(uid, &patched, namespace, ctx, defaults);
+    check_response(&second, uid);
+    assert!(
+        second.allowed() && second.ops.is_empty(),
+        "admitting the patched pod again must change nothing, got {:?} {:?} ops {:?}",
+        second.outcome,
+        second.status,
+        second.ops
+    );
+    assert_eq!(second.outcome, Outcome::Unchanged);
+}
