@@ -25,6 +25,7 @@ RUN set -eu; \
       target/release/.fingerprint/sbmesh-*
 
 # The real sources. A build script or files included from outside src/ must be copied here too.
+COPY build.rs ./
 COPY src ./src
 # COPY keeps the build context's timestamps, which can be older than the stub build: touch so
 # cargo rebuilds the crate itself.
