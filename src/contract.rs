@@ -649,6 +649,18 @@ fn headed_for_mesh(pod: &Value, ctx: &Context) -> bool {
     }
 }
 
+/// The JSON type of a value, for messages ("a list", "an object", …).
+pub(crate) fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Keeps user values in messages short (annotations can be 256 KiB).
 pub(crate) fn truncate(s: &str) -> String {
     const MAX: usize = 120;

@@ -1043,6 +1043,28 @@ fn padded_review(uid: &str, bytes: usize) -> Vec<u8> {
     pod_review(uid, pod)
 }
 
+type Held = tokio::task::JoinHandle<Result<Reply, hyper::Error>>;
+
+/// Starts a request that declares a 56 KiB body and sends only its first 50 KiB; returns the
+/// body's sender, the rest of the body, and the pending reply.
+async fn hold_declared_body(
+    server: &TestServer,
+    proto: Proto,
+) -> (tokio::sync::mpsc::Sender<axum::body::Bytes>, Vec<u8>, Held) {
+    let mut holder = server.connect(proto).await;
+    let (tx, body) = streamed();
+    let big = padded_review("uid-holder", 56 * 1024);
+    let mut request = holder.request(Method::POST, "/mutate", body);
+    request.headers_mut().insert(
+        axum::http::header::CONTENT_LENGTH,
+        big.len().to_string().parse().unwrap(),
+    );
+    let (head, tail) = big.split_at(50 * 1024);
+    tx.send(head.to_vec().into()).await.expect("head");
+    let held = tokio::spawn(async move { holder.send(request).await });
+    (tx, tail.to_vec(), held)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_beyond_the_in_flight_byte_budget_wait_for_room() {
     let server = TestServer::start(Settings {
@@ -1054,17 +1076,7 @@ async fn bodies_beyond_the_in_flight_byte_budget_wait_for_room() {
     .await;
     for proto in Proto::BOTH {
         // The holder declared 56 KiB and has sent 50: its whole length is reserved.
-        let mut holder = server.connect(proto).await;
-        let (tx, body) = streamed();
-        let big = padded_review("uid-holder", 56 * 1024);
-        let mut request = holder.request(Method::POST, "/mutate", body);
-        request.headers_mut().insert(
-            axum::http::header::CONTENT_LENGTH,
-            big.len().to_string().parse().unwrap(),
-        );
-        let (head, tail) = big.split_at(50 * 1024);
-        tx.send(head.to_vec().into()).await.expect("head");
-        let held = tokio::spawn(async move { holder.send(request).await });
+        let (tx, tail, held) = hold_declared_body(&server, proto).await;
 
         // A 20 KiB body does not fit beside it: it waits instead of growing memory.
         let mut second = server.connect(proto).await;
@@ -1078,7 +1090,7 @@ async fn bodies_beyond_the_in_flight_byte_budget_wait_for_room() {
             "{proto:?}: the second body was read beyond the budget"
         );
 
-        tx.send(tail.to_vec().into()).await.expect("tail");
+        tx.send(tail.into()).await.expect("tail");
         drop(tx);
         let reply = held.await.expect("holder task").expect("holder reply");
         assert_eq!(reply.admission()["uid"], "uid-holder");
@@ -1119,17 +1131,7 @@ async fn undeclared_body_beyond_the_budget_gets_503_not_a_deadlock() {
     })
     .await;
     for proto in Proto::BOTH {
-        let mut holder = server.connect(proto).await;
-        let (tx, body) = streamed();
-        let big = padded_review("uid-holder", 56 * 1024);
-        let mut request = holder.request(Method::POST, "/mutate", body);
-        request.headers_mut().insert(
-            axum::http::header::CONTENT_LENGTH,
-            big.len().to_string().parse().unwrap(),
-        );
-        let (head, tail) = big.split_at(50 * 1024);
-        tx.send(head.to_vec().into()).await.expect("head");
-        let held = tokio::spawn(async move { holder.send(request).await });
+        let (tx, tail, held) = hold_declared_body(&server, proto).await;
 
         // A streamed body of unknown length that does not fit is refused at once.
         let mut second = server.connect(proto).await;
@@ -1148,7 +1150,7 @@ async fn undeclared_body_beyond_the_budget_gets_503_not_a_deadlock() {
             reply.text()
         );
 
-        tx.send(tail.to_vec().into()).await.expect("tail");
+        tx.send(tail.into()).await.expect("tail");
         drop(tx);
         let reply = held.await.expect("holder task").expect("holder reply");
         assert_eq!(reply.admission()["uid"], "uid-holder");

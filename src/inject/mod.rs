@@ -237,7 +237,7 @@ async fn execute(
                              and kind), but {}",
                             source.name,
                             d.index,
-                            type_name(&d.value)
+                            crate::contract::json_type(&d.value)
                         ));
                         continue;
                     }
@@ -389,17 +389,6 @@ fn diffs(items: &[Item], format: Format) -> Result<String, Vec<String>> {
         }
     }
     Ok(text)
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// RFC 1123 label: what Kubernetes accepts as a namespace name.

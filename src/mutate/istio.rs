@@ -3,7 +3,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::contract::{Denial, Egress, InjectionPlan, keys, truncate, values::parse_ports};
+use crate::contract::{
+    Denial, Egress, InjectionPlan, json_type, keys, truncate, values::parse_ports,
+};
 
 use super::patch::MapEdits;
 
@@ -94,8 +96,8 @@ pub fn hold_until_proxy_starts(existing: Option<&str>) -> Result<HoldEdit, Strin
         Value::Null => Map::new(),
         other => {
             return Err(format!(
-                "must be a mapping of ProxyConfig fields, not {}",
-                kind_of(&other)
+                "must be a mapping (an object) of ProxyConfig fields, not {}",
+                json_type(&other)
             ));
         }
     };
@@ -134,17 +136,6 @@ pub fn hold_until_proxy_starts(existing: Option<&str>) -> Result<HoldEdit, Strin
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
-    }
 }
 
 #[cfg(test)]
