@@ -328,12 +328,35 @@ pub fn admit_pod(
                 Outcome::Patched
             },
             ops: m.ops,
-            warnings: m.warnings,
+            warnings: bound_warnings(m.warnings),
             audit: m.audit,
             status: None,
         },
         Err(d) => Response::deny(uid, d),
     }
+}
+
+/// The API server may truncate warnings over 256 characters and long lists of them; keep each
+/// whole sentence within that and say how many more there were.
+pub const MAX_WARNING_CHARS: usize = 256;
+pub const MAX_WARNINGS: usize = 16;
+
+fn bound_warnings(mut warnings: Vec<String>) -> Vec<String> {
+    for w in &mut warnings {
+        if w.chars().count() > MAX_WARNING_CHARS {
+            *w = w
+                .chars()
+                .take(MAX_WARNING_CHARS - 1)
+                .chain(std::iter::once('…'))
+                .collect();
+        }
+    }
+    if warnings.len() > MAX_WARNINGS {
+        let more = warnings.len() - (MAX_WARNINGS - 1);
+        warnings.truncate(MAX_WARNINGS - 1);
+        warnings.push(format!("sbmesh: {more} more warnings like these"));
+    }
+    warnings
 }
 
 /// The whole path without cluster lookups: body in, response out.
@@ -343,4 +366,24 @@ pub fn review(body: &[u8], ctx: &Context, defaults: &Defaults) -> Result<Respons
         Triage::Answer(r) => r,
         Triage::Pod { pod, namespace, .. } => admit_pod(&req.uid, pod, namespace, ctx, defaults),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_stay_within_what_the_api_server_keeps() {
+        let many: Vec<String> = (0..40)
+            .map(|i| format!("w{i} {}", "x".repeat(400)))
+            .collect();
+        let out = bound_warnings(many);
+        assert_eq!(out.len(), MAX_WARNINGS);
+        assert!(out.iter().all(|w| w.chars().count() <= MAX_WARNING_CHARS));
+        assert_eq!(out.last().unwrap(), "sbmesh: 25 more warnings like these");
+        assert_eq!(
+            bound_warnings(vec!["short".into()]),
+            vec!["short".to_string()]
+        );
+    }
 }

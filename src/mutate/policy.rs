@@ -47,10 +47,10 @@ pub fn check_connection_strings(
                 let container = truncate(c.get("name").and_then(Value::as_str).unwrap_or("?"));
                 let name = truncate(e.get("name").and_then(Value::as_str).unwrap_or("?"));
                 let what = format!(
-                    "container {container} has a plaintext Service Bus connection string in env \
-                     {name} (Endpoint=sb://…;SharedAccessKey…); sbmesh gives this pod workload \
-                     identity instead, so remove that variable and use \
-                     AZURE_SERVICEBUS_FULLYQUALIFIEDNAMESPACE with a token credential"
+                    "container {container} env {name} holds a plaintext Service Bus connection \
+                     string (Endpoint=sb://…;SharedAccessKey…); this pod gets workload identity: \
+                     remove the variable and use AZURE_SERVICEBUS_FULLYQUALIFIEDNAMESPACE with a \
+                     token credential"
                 );
                 if policy == Policy::Deny {
                     return Err(Denial::new(format!(
