@@ -1043,6 +1043,17 @@ fn padded_review(uid: &str, bytes: usize) -> Vec<u8> {
     pod_review(uid, pod)
 }
 
+/// A server whose body limit and in-flight body budget are both 64 KiB.
+async fn budget_server() -> TestServer {
+    TestServer::start(Settings {
+        body_limit: 64 * 1024,
+        max_inflight_body_bytes: 64 * 1024,
+        request_timeout: Duration::from_secs(30),
+        ..test_settings()
+    })
+    .await
+}
+
 type Held = tokio::task::JoinHandle<Result<Reply, hyper::Error>>;
 
 /// Starts a request that declares a 56 KiB body and sends only its first 50 KiB; returns the
@@ -1067,13 +1078,7 @@ async fn hold_declared_body(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_beyond_the_in_flight_byte_budget_wait_for_room() {
-    let server = TestServer::start(Settings {
-        body_limit: 64 * 1024,
-        max_inflight_body_bytes: 64 * 1024,
-        request_timeout: Duration::from_secs(30),
-        ..test_settings()
-    })
-    .await;
+    let server = budget_server().await;
     for proto in Proto::BOTH {
         // The holder declared 56 KiB and has sent 50: its whole length is reserved.
         let (tx, tail, held) = hold_declared_body(&server, proto).await;
@@ -1123,13 +1128,7 @@ async fn serve_refuses_a_body_budget_below_the_body_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undeclared_body_beyond_the_budget_gets_503_not_a_deadlock() {
-    let server = TestServer::start(Settings {
-        body_limit: 64 * 1024,
-        max_inflight_body_bytes: 64 * 1024,
-        request_timeout: Duration::from_secs(30),
-        ..test_settings()
-    })
-    .await;
+    let server = budget_server().await;
     for proto in Proto::BOTH {
         let (tx, tail, held) = hold_declared_body(&server, proto).await;
 
