@@ -361,11 +361,15 @@ fn bound_warnings(mut warnings: Vec<String>) -> Vec<String> {
 
 /// The whole path without cluster lookups: body in, response out.
 pub fn review(body: &[u8], ctx: &Context, defaults: &Defaults) -> Result<Response, BadRequest> {
-    let req = parse(body)?;
-    Ok(match triage(&req) {
+    Ok(answer(&parse(body)?, ctx, defaults))
+}
+
+/// Answers a parsed request with the cluster's view in `ctx` (triage, then admission).
+pub fn answer(req: &Request, ctx: &Context, defaults: &Defaults) -> Response {
+    match triage(req) {
         Triage::Answer(r) => r,
         Triage::Pod { pod, namespace, .. } => admit_pod(&req.uid, pod, namespace, ctx, defaults),
-    })
+    }
 }
 
 #[cfg(test)]

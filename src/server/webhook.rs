@@ -168,19 +168,10 @@ async fn admit(shared: &Shared, body: Body, started: Instant, span: tracing::Spa
             Ok(facts) => {
                 let mode = facts.context().identity_mode.as_str();
                 let defaults = shared.app.defaults.clone();
+                // The request moves into the closure (it may run on the blocking pool), so
+                // `answer` sorts it again there; triage is a few map lookups.
                 let rendered = cpu(blocking, move || {
-                    // The same triage again: the request moved here to be owned by this closure.
-                    let response = match admission::triage(&request) {
-                        Triage::Pod { pod, namespace, .. } => admission::admit_pod(
-                            &request.uid,
-                            pod,
-                            namespace,
-                            &facts.context(),
-                            &defaults,
-                        ),
-                        Triage::Answer(response) => response,
-                    };
-                    render(response)
+                    render(admission::answer(&request, &facts.context(), &defaults))
                 })
                 .await;
                 match rendered {
