@@ -1,13 +1,19 @@
 //! AdmissionReview `admission.k8s.io/v1` in and out. A request always gets a review back with
 //! its uid; "could not parse" (HTTP 400, [`BadRequest`]) and "denied" (`allowed: false`) are
-//! different answers. The patch is written as base64, not as kube's array of numbers.
+//! different answers. The review is read in one pass that borrows from the body and parses
+//! only what sbmesh reads of the pod ([`crate::pod`]); the patch is written as base64, not as
+//! kube's array of numbers.
+
+use std::borrow::Cow;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::contract::{self, Context, Decision, Defaults, Denial};
-use crate::mutate;
+use crate::contract::{Context, Defaults};
+use crate::core::{self, Admission};
+use crate::denial::{Denial, warning};
+use crate::mutate::Patch;
+use crate::pod::{Field, Pod};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -29,68 +35,100 @@ pub enum BadRequest {
 }
 
 #[derive(Deserialize)]
-struct ReviewIn {
-    #[serde(rename = "apiVersion", default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
-    request: Option<Request>,
+struct ReviewIn<'a> {
+    #[serde(rename = "apiVersion", default, borrow)]
+    api_version: Cow<'a, str>,
+    #[serde(default, borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    request: Option<Request<'a>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct GroupVersionKind {
-    #[serde(default)]
-    pub group: String,
-    #[serde(default)]
-    pub version: String,
-    #[serde(default)]
-    pub kind: String,
+pub struct GroupVersionKind<'a> {
+    #[serde(default, borrow)]
+    pub group: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub version: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub kind: Cow<'a, str>,
 }
 
-/// The parts of an AdmissionRequest sbmesh reads.
+/// `request.operation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum Operation {
+    #[serde(rename = "CREATE")]
+    Create,
+    #[serde(rename = "UPDATE")]
+    Update,
+    #[serde(rename = "DELETE")]
+    Delete,
+    #[serde(rename = "CONNECT")]
+    Connect,
+    /// Absent, or a value the API does not define.
+    #[default]
+    #[serde(other)]
+    Other,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+            Operation::Other => "",
+        }
+    }
+}
+
+/// The parts of an AdmissionRequest sbmesh reads, borrowed from the body.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Request {
+pub struct Request<'a> {
+    #[serde(default, borrow)]
+    pub uid: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub kind: GroupVersionKind<'a>,
+    #[serde(default, borrow)]
+    pub sub_resource: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub namespace: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub name: Option<Cow<'a, str>>,
     #[serde(default)]
-    pub uid: String,
-    #[serde(default)]
-    pub kind: GroupVersionKind,
-    #[serde(default)]
-    pub sub_resource: Option<String>,
-    #[serde(default)]
-    pub namespace: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub operation: String,
+    pub operation: Operation,
     #[serde(default)]
     pub dry_run: Option<bool>,
-    #[serde(default)]
-    pub object: Option<Value>,
+    #[serde(default, borrow)]
+    pub object: Field<Pod<'a>>,
 }
 
-impl Request {
+impl Request<'_> {
     /// The pod's name, or its generateName, for logs.
     pub fn display_name(&self) -> &str {
         self.name
             .as_deref()
             .filter(|n| !n.is_empty())
-            .or_else(|| {
-                self.object
-                    .as_ref()
-                    .and_then(|o| o.pointer("/metadata/generateName"))
-                    .and_then(Value::as_str)
-            })
+            .or_else(|| self.object.get().map(Pod::display_name))
             .unwrap_or("")
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("")
     }
 }
 
 /// Parses a request body. Every error here is an HTTP 400.
-pub fn parse(body: &[u8]) -> Result<Request, BadRequest> {
+pub fn parse(body: &[u8]) -> Result<Request<'_>, BadRequest> {
     let review: ReviewIn = serde_json::from_slice(body)?;
     if review.api_version != API_VERSION || review.kind != KIND {
-        return Err(BadRequest::WrongType(review.api_version, review.kind));
+        return Err(BadRequest::WrongType(
+            review.api_version.into_owned(),
+            review.kind.into_owned(),
+        ));
     }
     let request = review.request.ok_or(BadRequest::NoRequest)?;
     if request.uid.is_empty() {
@@ -125,11 +163,13 @@ impl Outcome {
 pub struct Response {
     pub uid: String,
     pub outcome: Outcome,
-    pub ops: Vec<mutate::Op>,
+    pub patch: Patch,
     pub warnings: Vec<String>,
     pub audit: Vec<(&'static str, String)>,
     /// HTTP-like status code and message, for refusals.
     pub status: Option<(u16, &'static str, String)>,
+    /// Why the pod was denied, when it was.
+    pub denial: Option<Denial>,
 }
 
 impl Response {
@@ -137,17 +177,19 @@ impl Response {
         Self {
             uid: uid.to_string(),
             outcome: Outcome::Unchanged,
-            ops: Vec::new(),
+            patch: Patch(Vec::new()),
             warnings: Vec::new(),
             audit: Vec::new(),
             status: None,
+            denial: None,
         }
     }
 
     pub fn deny(uid: &str, denial: Denial) -> Self {
         Self {
             outcome: Outcome::Denied,
-            status: Some((403, "Forbidden", denial.message)),
+            status: Some((403, "Forbidden", denial.to_string())),
+            denial: Some(denial),
             ..Self::allow(uid)
         }
     }
@@ -160,13 +202,37 @@ impl Response {
         }
     }
 
+    /// The response to the core's answer.
+    pub fn of(uid: &str, admission: Admission) -> Self {
+        match admission {
+            Admission::Skip => Self::allow(uid),
+            Admission::Deny(d) => Self::deny(uid, d),
+            Admission::Patch { mutation, .. } => Self {
+                outcome: if mutation.patch.0.is_empty() {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Patched
+                },
+                patch: mutation.patch,
+                warnings: bound_warnings(mutation.warnings),
+                audit: mutation.audit,
+                ..Self::allow(uid)
+            },
+        }
+    }
+
     pub fn allowed(&self) -> bool {
         self.status.is_none()
     }
 
+    /// The number of patch operations.
+    pub fn ops(&self) -> usize {
+        self.patch.0.len()
+    }
+
     /// The JSON patch bytes, when there are operations.
     pub fn patch_json(&self) -> Option<Vec<u8>> {
-        (!self.ops.is_empty()).then(|| serde_json::to_vec(&self.ops).unwrap_or_default())
+        (!self.patch.0.is_empty()).then(|| serde_json::to_vec(&self.patch).unwrap_or_default())
     }
 
     /// The whole AdmissionReview response body.
@@ -259,80 +325,49 @@ impl Serialize for AuditOut<'_> {
 }
 
 /// What the request needs next: an answer already, or the cluster's view of an opted-in pod.
-pub enum Triage<'a> {
+pub enum Triage<'r> {
     Answer(Response),
     Pod {
-        pod: &'a Value,
-        namespace: &'a str,
-        service_account: &'a str,
+        pod: &'r Pod<'r>,
+        namespace: &'r str,
+        service_account: &'r str,
     },
 }
 
-/// Sorts a request: only Pod CREATEs that opt in need planning. Non-Pod kinds, other
-/// operations and subresources are allowed untouched.
-pub fn triage(req: &Request) -> Triage<'_> {
+/// Sorts a request: only Pod CREATEs that opt in need the cluster's view and the core. Non-Pod
+/// kinds, other operations and subresources are allowed untouched.
+pub fn triage<'r>(req: &'r Request<'r>) -> Triage<'r> {
     let is_pod = req.kind.group.is_empty() && req.kind.version == "v1" && req.kind.kind == "Pod";
     let subresource = req.sub_resource.as_deref().is_some_and(|s| !s.is_empty());
-    if !is_pod || subresource || req.operation != "CREATE" {
+    if !is_pod || subresource || req.operation != Operation::Create {
         return Triage::Answer(Response::allow(&req.uid));
     }
-    let Some(pod) = req.object.as_ref().filter(|o| o.is_object()) else {
+    let Some(pod) = req.object.get() else {
         return Triage::Answer(Response::invalid(
             &req.uid,
-            "sbmesh: request.object is missing or not a Pod object".into(),
+            warning("request.object is missing or not a Pod object"),
         ));
     };
-    match contract::opted_in(pod) {
-        Ok(false) => return Triage::Answer(Response::allow(&req.uid)),
+    let service_account = match core::service_account(pod) {
+        Ok(None) => return Triage::Answer(Response::allow(&req.uid)),
         Err(d) => return Triage::Answer(Response::deny(&req.uid, d)),
-        Ok(true) => {}
-    }
+        Ok(Some(sa)) => sa,
+    };
     let namespace = req
         .namespace
         .as_deref()
         .filter(|n| !n.is_empty())
-        .or_else(|| pod.pointer("/metadata/namespace").and_then(Value::as_str))
-        .filter(|n| !n.is_empty());
+        .or_else(|| pod.namespace());
     let Some(namespace) = namespace else {
         return Triage::Answer(Response::invalid(
             &req.uid,
-            "sbmesh: request.namespace is missing for a Pod".into(),
+            warning("request.namespace is missing for a Pod"),
         ));
     };
     Triage::Pod {
         pod,
         namespace,
-        service_account: contract::service_account_name(pod),
-    }
-}
-
-/// Plans and mutates an opted-in pod with the cluster's view in `ctx`.
-pub fn admit_pod(
-    uid: &str,
-    pod: &Value,
-    namespace: &str,
-    ctx: &Context,
-    defaults: &Defaults,
-) -> Response {
-    let plan = match contract::plan(pod, namespace, ctx, defaults) {
-        Ok(Decision::Inject(plan)) => plan,
-        Ok(Decision::Skip) => return Response::allow(uid),
-        Err(d) => return Response::deny(uid, d),
-    };
-    match mutate::mutate(pod, &plan) {
-        Ok(m) => Response {
-            uid: uid.to_string(),
-            outcome: if m.ops.is_empty() {
-                Outcome::Unchanged
-            } else {
-                Outcome::Patched
-            },
-            ops: m.ops,
-            warnings: bound_warnings(m.warnings),
-            audit: m.audit,
-            status: None,
-        },
-        Err(d) => Response::deny(uid, d),
+        service_account,
     }
 }
 
@@ -354,22 +389,20 @@ fn bound_warnings(mut warnings: Vec<String>) -> Vec<String> {
     if warnings.len() > MAX_WARNINGS {
         let more = warnings.len() - (MAX_WARNINGS - 1);
         warnings.truncate(MAX_WARNINGS - 1);
-        warnings.push(format!("sbmesh: {more} more warnings like these"));
+        warnings.push(warning(format_args!("{more} more warnings like these")));
     }
     warnings
 }
 
-/// The whole path without cluster lookups: body in, response out.
+/// The whole path without cluster lookups: body in, response out (tests, benchmarks, fuzzing).
 pub fn review(body: &[u8], ctx: &Context, defaults: &Defaults) -> Result<Response, BadRequest> {
-    Ok(answer(&parse(body)?, ctx, defaults))
-}
-
-/// Answers a parsed request with the cluster's view in `ctx` (triage, then admission).
-pub fn answer(req: &Request, ctx: &Context, defaults: &Defaults) -> Response {
-    match triage(req) {
+    let request = parse(body)?;
+    Ok(match triage(&request) {
         Triage::Answer(r) => r,
-        Triage::Pod { pod, namespace, .. } => admit_pod(&req.uid, pod, namespace, ctx, defaults),
-    }
+        Triage::Pod { pod, namespace, .. } => {
+            Response::of(&request.uid, core::admit(pod, namespace, ctx, defaults))
+        }
+    })
 }
 
 #[cfg(test)]

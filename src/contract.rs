@@ -5,9 +5,13 @@
 pub mod values;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
-use serde_json::{Map, Value};
+use crate::denial::{
+    Conflict, Origin, Places, PolicyViolation, default_service_account_finding, warning,
+};
+use crate::pod::{Pod, Str, StrMap, raw_str};
+
+pub use crate::denial::{Denial, Reason};
 
 pub use values::{
     ClientId, Cloud, Egress, EntityKind, EntityName, EnvAlias, IdentityMode, IdentityModeSetting,
@@ -64,21 +68,6 @@ pub mod keys {
         EGRESS,
         ENV_ALIASES,
     ];
-}
-
-/// A refusal to admit the pod, with a message a person can act on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct Denial {
-    pub message: String,
-}
-
-impl Denial {
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
 }
 
 /// The webhook's own parameter defaults (the last place looked in), validated at start.
@@ -198,45 +187,20 @@ pub enum Decision {
     Inject(Box<InjectionPlan>),
 }
 
-/// The pod's annotations, or an empty map.
-pub fn pod_annotations(pod: &Value) -> &Map<String, Value> {
-    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-    crate::mutate::patch::at(pod, &["metadata", "annotations"])
-        .and_then(Value::as_object)
-        .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
-}
-
-/// The pod's ServiceAccount name (`default` when unset or empty).
-pub fn service_account_name(pod: &Value) -> &str {
-    crate::mutate::patch::at(pod, &["spec", "serviceAccountName"])
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .or_else(|| {
-            crate::mutate::patch::at(pod, &["spec", "serviceAccount"])
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or("default")
-}
-
 /// Whether the pod opted in. A value other than true/false is a denial, not silence.
-pub fn opted_in(pod: &Value) -> Result<bool, Denial> {
-    match pod_annotations(pod).get(keys::INJECT) {
-        None => Ok(false),
-        Some(Value::String(s)) => values::parse_bool(s).map_err(|rule| {
-            Denial::new(format!(
-                "sbmesh: pod annotation {} has the value \"{}\", which {}; set it to \"true\" to \
-                 inject, or remove it",
-                keys::INJECT,
-                truncate(s),
-                rule.0
-            ))
+pub fn opted_in(pod: &Pod) -> Result<bool, Denial> {
+    let Some(raw) = pod.annotations().and_then(|a| a.raw(keys::INJECT)) else {
+        return Ok(false);
+    };
+    match raw_str(raw) {
+        Some(s) => values::parse_bool(&s).map_err(|_| Denial::OptIn {
+            value: truncate(&s),
+            string: true,
         }),
-        Some(other) => Err(Denial::new(format!(
-            "sbmesh: pod annotation {} must be a string \"true\" or \"false\", not {}",
-            keys::INJECT,
-            truncate(&other.to_string())
-        ))),
+        None => Err(Denial::OptIn {
+            value: truncate(raw.get()),
+            string: false,
+        }),
     }
 }
 
@@ -324,34 +288,24 @@ const P_SKIP_CONTAINERS: Param = Param {
     config: None,
 };
 
-/// Where a value was found, for messages.
-#[derive(Debug, Clone)]
-enum Origin {
-    Pod(&'static str),
-    ServiceAccount(&'static str),
-    Namespace(&'static str),
-}
-
 /// Reads parameters in resolution order for one pod.
 struct Resolver<'a> {
-    pod: &'a Map<String, Value>,
+    pod: Option<&'a StrMap<'a>>,
     ctx: &'a Context<'a>,
     subject: &'a Subject,
 }
 
 impl<'a> Resolver<'a> {
     /// First hit among the annotations (pod → ServiceAccount → Namespace).
-    fn find(&self, p: &Param) -> Result<Option<(&'a str, Origin)>, Denial> {
-        match self.pod.get(p.key) {
-            Some(Value::String(s)) => return Ok(Some((s.as_str(), Origin::Pod(p.key)))),
-            Some(other) => {
-                return Err(Denial::new(format!(
-                    "sbmesh: pod annotation {} must be a string, not {}",
-                    p.key,
-                    truncate(&other.to_string())
-                )));
-            }
-            None => {}
+    fn find(&self, p: &Param) -> Result<Option<(Str<'a>, Origin)>, Denial> {
+        if let Some(raw) = self.pod.and_then(|a| a.raw(p.key)) {
+            return match raw_str(raw) {
+                Some(s) => Ok(Some((s, Origin::Pod { key: p.key }))),
+                None => Err(Denial::NotAString {
+                    key: p.key,
+                    json: truncate(raw.get()),
+                }),
+            };
         }
         if !p.inherited {
             return Ok(None);
@@ -359,80 +313,59 @@ impl<'a> Resolver<'a> {
         if let Some(sa) = self.ctx.service_account_annotations {
             for k in std::iter::once(&p.key).chain(p.sa_extra) {
                 if let Some(v) = sa.get(*k) {
-                    return Ok(Some((v.as_str(), Origin::ServiceAccount(k))));
+                    return Ok(Some((
+                        Str::Borrowed(v.as_str()),
+                        Origin::ServiceAccount {
+                            key: k,
+                            namespace: self.subject.namespace.clone(),
+                            name: self.subject.service_account.clone(),
+                        },
+                    )));
                 }
             }
         }
         if let Some(ns) = self.ctx.namespace_annotations
             && let Some(v) = ns.get(p.key)
         {
-            return Ok(Some((v.as_str(), Origin::Namespace(p.key))));
+            return Ok(Some((
+                Str::Borrowed(v.as_str()),
+                Origin::Namespace {
+                    key: p.key,
+                    name: self.subject.namespace.clone(),
+                },
+            )));
         }
         Ok(None)
     }
 
-    fn describe(&self, o: &Origin) -> String {
-        match o {
-            Origin::Pod(k) => format!("pod annotation {k}"),
-            Origin::ServiceAccount(k) => format!(
-                "annotation {k} of ServiceAccount {}/{}",
-                self.subject.namespace, self.subject.service_account
-            ),
-            Origin::Namespace(k) => {
-                format!("annotation {k} of Namespace {}", self.subject.namespace)
-            }
-        }
-    }
-
     /// Where the parameter may be set, and which of those places were consulted.
-    fn places(&self, p: &Param) -> String {
-        let mut s = format!("set {} on the pod", p.key);
-        if p.inherited {
-            let sa_keys = std::iter::once(&p.key)
-                .chain(p.sa_extra)
-                .copied()
-                .collect::<Vec<_>>()
-                .join(" or ");
-            let _ = write!(
-                s,
-                ", {sa_keys} on ServiceAccount {}/{}{}, {} on Namespace {}{}",
-                self.subject.namespace,
-                self.subject.service_account,
-                if self.ctx.service_account_annotations.is_some() {
-                    ""
-                } else {
-                    " (not consulted: cluster lookups are off)"
-                },
-                p.key,
-                self.subject.namespace,
-                if self.ctx.namespace_annotations.is_some() {
-                    ""
-                } else {
-                    " (not consulted: cluster lookups are off)"
-                },
-            );
-        }
-        if let Some((cfg, flag)) = p.config {
-            let _ = write!(s, ", or {cfg} in the webhook config ({flag})");
-        }
-        s
+    fn places(&self, p: &Param) -> Box<Places> {
+        Box::new(Places {
+            key: p.key,
+            inherited: p.inherited,
+            sa_extra: p.sa_extra,
+            config: p.config,
+            namespace: self.subject.namespace.clone(),
+            service_account: self.subject.service_account.clone(),
+            service_account_consulted: self.ctx.service_account_annotations.is_some(),
+            namespace_consulted: self.ctx.namespace_annotations.is_some(),
+        })
     }
 
-    fn invalid(&self, p: &Param, raw: &str, origin: &Origin, rule: &RuleViolation) -> Denial {
-        Denial::new(format!(
-            "sbmesh: {} = \"{}\" is invalid: {}. Where it may be set: {}",
-            self.describe(origin),
-            truncate(raw),
-            rule.0,
-            self.places(p)
-        ))
+    fn invalid(&self, p: &Param, raw: &str, origin: Origin, rule: RuleViolation) -> Denial {
+        Denial::Invalid {
+            origin,
+            value: truncate(raw),
+            rule: rule.0,
+            places: self.places(p),
+        }
     }
 
-    fn missing(&self, p: &Param, what: &str) -> Denial {
-        Denial::new(format!(
-            "sbmesh: no {what} for this pod: {}",
-            self.places(p)
-        ))
+    fn missing(&self, p: &Param, what: &'static str) -> Denial {
+        Denial::Missing {
+            what,
+            places: self.places(p),
+        }
     }
 
     /// Resolves one parameter: annotations, then the config fallback.
@@ -443,9 +376,9 @@ impl<'a> Resolver<'a> {
         fallback: Option<T>,
     ) -> Result<Option<T>, Denial> {
         match self.find(p)? {
-            Some((raw, origin)) => parse(raw)
+            Some((raw, origin)) => parse(&raw)
                 .map(Some)
-                .map_err(|r| self.invalid(p, raw, &origin, &r)),
+                .map_err(|r| self.invalid(p, &raw, origin, r)),
             None => Ok(fallback),
         }
     }
@@ -457,10 +390,16 @@ impl<'a> Resolver<'a> {
     ) -> Result<Vec<T>, Denial> {
         match self.find(p)? {
             None => Ok(Vec::new()),
-            Some((raw, origin)) => values::split_list(raw)
-                .into_iter()
-                .map(|item| parse(item).map_err(|r| self.invalid(p, raw, &origin, &r)))
-                .collect(),
+            Some((raw, origin)) => {
+                let mut out = Vec::new();
+                for item in values::split_list(&raw) {
+                    match parse(item) {
+                        Ok(v) => out.push(v),
+                        Err(r) => return Err(self.invalid(p, &raw, origin, r)),
+                    }
+                }
+                Ok(out)
+            }
         }
     }
 }
@@ -468,7 +407,7 @@ impl<'a> Resolver<'a> {
 /// Reads the contract off a pod. `namespace` is `request.namespace` (always set by the API
 /// server, unlike `metadata.namespace` of controller-made pods).
 pub fn plan(
-    pod: &Value,
+    pod: &Pod,
     namespace: &str,
     ctx: &Context,
     defaults: &Defaults,
@@ -476,10 +415,10 @@ pub fn plan(
     if !opted_in(pod)? {
         return Ok(Decision::Skip);
     }
-    let annotations = pod_annotations(pod);
+    let annotations = pod.annotations();
     let subject = Subject {
         namespace: namespace.to_string(),
-        service_account: service_account_name(pod).to_string(),
+        service_account: pod.service_account_name().to_string(),
     };
     let r = Resolver {
         pod: annotations,
@@ -493,16 +432,17 @@ pub fn plan(
         .unwrap_or_default();
 
     let servicebus_namespace = match r.find(&P_NAMESPACE)? {
-        Some((raw, origin)) => ServiceBusNamespace::parse(raw, cloud)
-            .map_err(|rule| r.invalid(&P_NAMESPACE, raw, &origin, &rule))?,
+        Some((raw, origin)) => ServiceBusNamespace::parse(&raw, cloud)
+            .map_err(|rule| r.invalid(&P_NAMESPACE, &raw, origin, rule))?,
         None => match &defaults.servicebus_namespace {
             Some(raw) => ServiceBusNamespace::parse(raw, cloud).map_err(|rule| {
-                Denial::new(format!(
-                    "sbmesh: the webhook config's servicebusNamespace \"{raw}\" does not fit the \
-                     cloud {cloud} in effect for this pod: it {}; set {} on the pod",
-                    rule.0,
-                    keys::SERVICEBUS_NAMESPACE
-                ))
+                Denial::ConfigDoesNotFit {
+                    config_key: "servicebusNamespace",
+                    value: truncate(raw),
+                    cloud,
+                    rule: rule.0,
+                    pod_key: keys::SERVICEBUS_NAMESPACE,
+                }
             })?,
             None => return Err(r.missing(&P_NAMESPACE, "Service Bus namespace")),
         },
@@ -541,58 +481,49 @@ pub fn plan(
         None,
     )?;
     if subscription.is_some() && topics.len() != 1 {
-        return Err(Denial::new(format!(
-            "sbmesh: {} needs exactly one topic in {}, found {}; a subscription belongs to one topic",
-            keys::SUBSCRIPTION,
-            keys::TOPICS,
-            topics.len()
-        )));
+        return Err(Denial::Conflict(Conflict::SubscriptionTopics {
+            found: topics.len(),
+        }));
     }
     let env_aliases = r.list(&P_ENV_ALIASES, EnvAlias::parse)?;
 
-    let only = r.find(&P_CONTAINERS)?.map(|(raw, _)| names(raw));
-    let skip = r.find(&P_SKIP_CONTAINERS)?.map(|(raw, _)| names(raw));
+    let only = r.find(&P_CONTAINERS)?.map(|(raw, _)| names(&raw));
+    let skip = r.find(&P_SKIP_CONTAINERS)?.map(|(raw, _)| names(&raw));
     let scope = match (only, skip) {
-        (Some(_), Some(_)) => {
-            return Err(Denial::new(format!(
-                "sbmesh: set either {} or {} on the pod, not both",
-                keys::CONTAINERS,
-                keys::SKIP_CONTAINERS
-            )));
-        }
+        (Some(_), Some(_)) => return Err(Denial::Conflict(Conflict::ContainerScope)),
         (Some(only), None) => Scope::Only(only),
         (None, Some(skip)) => Scope::Skip(skip),
         (None, None) => Scope::All,
     };
 
-    for key in annotations.keys() {
-        if key.starts_with(keys::PREFIX) && !keys::POD_KEYS.contains(&key.as_str()) {
-            warnings.push(format!(
-                "sbmesh: {key} is not an sbmesh annotation and is ignored"
-            ));
+    for key in annotations.into_iter().flat_map(StrMap::keys) {
+        if key.starts_with(keys::PREFIX) && !keys::POD_KEYS.contains(&key) {
+            warnings.push(warning(format_args!(
+                "{key} is not an sbmesh annotation and is ignored"
+            )));
         }
     }
 
     if subject.service_account == "default" {
-        let msg = format!(
-            "pod runs as the default ServiceAccount of {}; a federated credential is bound to one \
-             ServiceAccount, so give this workload its own (spec.serviceAccountName)",
-            subject.namespace
-        );
         match defaults.require_dedicated_service_account {
-            Policy::Deny => return Err(Denial::new(format!("sbmesh: {msg}"))),
-            Policy::Warn => warnings.push(format!("sbmesh: {msg}")),
+            Policy::Deny => {
+                return Err(Denial::Policy(PolicyViolation::DefaultServiceAccount {
+                    namespace: subject.namespace.clone(),
+                }));
+            }
+            Policy::Warn => warnings.push(warning(default_service_account_finding(
+                &subject.namespace,
+            ))),
             Policy::Off => {}
         }
     }
 
     if egress != Egress::None && !headed_for_mesh(pod, ctx) {
-        warnings.push(
-            "sbmesh: this pod gets no Istio sidecar (pod label sidecar.istio.io/inject is not \
+        warnings.push(warning(
+            "this pod gets no Istio sidecar (pod label sidecar.istio.io/inject is not \
              \"true\" and its Namespace has neither istio-injection=enabled nor istio.io/rev), so \
-             the Istio egress annotations have no effect"
-                .to_string(),
-        );
+             the Istio egress annotations have no effect",
+        ));
     }
 
     Ok(Decision::Inject(Box::new(InjectionPlan {
@@ -629,14 +560,8 @@ fn names(raw: &str) -> Vec<String> {
 
 /// Whether Istio will inject a sidecar. Without Namespace knowledge only the pod label can say
 /// no for certain; then the benefit of the doubt goes to the mesh.
-fn headed_for_mesh(pod: &Value, ctx: &Context) -> bool {
-    let label = pod
-        .get("metadata")
-        .and_then(|m| m.get("labels"))
-        .and_then(Value::as_object)
-        .and_then(|l| l.get(keys::ISTIO_SIDECAR_INJECT))
-        .and_then(Value::as_str);
-    match label {
+fn headed_for_mesh(pod: &Pod, ctx: &Context) -> bool {
+    match pod.label(keys::ISTIO_SIDECAR_INJECT).as_deref() {
         Some("true") => true,
         Some("false") => false,
         _ => match ctx.namespace_labels {
@@ -646,18 +571,6 @@ fn headed_for_mesh(pod: &Value, ctx: &Context) -> bool {
                     || ns.contains_key(keys::NS_ISTIO_REV)
             }
         },
-    }
-}
-
-/// The JSON type of a value, for messages ("a list", "an object", …).
-pub(crate) fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 

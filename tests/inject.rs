@@ -425,8 +425,8 @@ async fn the_webhook_admitting_a_pod_from_the_output_patches_nothing() {
             let resp = admission::review(&body, &Context::offline(mode), &params.defaults).unwrap();
             assert!(resp.allowed(), "{args:?}: denied: {:?}", resp.status);
             assert_eq!(
-                resp.ops,
-                vec![],
+                resp.ops(),
+                0,
                 "{args:?}: the webhook would still patch {template:#}"
             );
             checked += 1;

@@ -16,7 +16,8 @@ use kube::{Api, Client, ResourceExt as _};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::contract::{Denial, IdentityMode};
+use crate::contract::IdentityMode;
+use crate::denial::{Denial, Unavailable};
 
 use super::lookup;
 
@@ -57,13 +58,9 @@ impl Identity {
 }
 
 fn not_synced() -> Denial {
-    Denial::new(format!(
-        "sbmesh: identity mode auto cannot tell yet whether the Azure Workload Identity webhook \
-         ({AWI_WEBHOOK_NAME}) is installed: the MutatingWebhookConfigurations have not been \
-         listed (sbmesh's ServiceAccount needs list and watch on them); the pod is refused rather \
-         than given a possibly duplicate token: retry shortly, or set --identity-mode inject or \
-         delegate"
-    ))
+    Denial::Unavailable(Unavailable::IdentityModeUnknown {
+        awi_webhook: AWI_WEBHOOK_NAME,
+    })
 }
 
 pub(super) struct AwiDetector {

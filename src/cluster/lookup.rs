@@ -9,7 +9,7 @@ use std::time::Duration;
 use kube::Api;
 use serde::de::DeserializeOwned;
 
-use crate::contract::Denial;
+use crate::denial::{Denial, Unavailable};
 
 /// The object a lookup is for, for messages.
 pub(super) enum What<'a> {
@@ -35,26 +35,22 @@ impl What<'_> {
     }
 
     fn missing(&self) -> Denial {
-        Denial::new(match self {
-            What::ServiceAccount { namespace, name } => format!(
-                "sbmesh: ServiceAccount {namespace}/{name} does not exist; create it before the \
-                 pod, or set spec.serviceAccountName to an existing ServiceAccount (sbmesh reads \
-                 the client id, tenant id and Service Bus parameters from its annotations)"
-            ),
-            What::Namespace { name } => format!(
-                "sbmesh: Namespace {name} does not exist; sbmesh reads Service Bus defaults from \
-                 its annotations"
-            ),
+        Denial::Unavailable(match self {
+            What::ServiceAccount { namespace, name } => Unavailable::NoServiceAccount {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
+            What::Namespace { name } => Unavailable::NoNamespace {
+                name: name.to_string(),
+            },
         })
     }
 
     fn unanswered(&self, cause: &str) -> Denial {
-        Denial::new(format!(
-            "sbmesh: cannot read {} (not in the cache yet, and a direct GET from the API server \
-             failed: {cause}); the pod is refused rather than admitted without its parameters: \
-             retry shortly",
-            self.describe()
-        ))
+        Denial::Unavailable(Unavailable::Unanswered {
+            object: self.describe(),
+            cause: cause.to_string(),
+        })
     }
 }
 

@@ -237,7 +237,7 @@ async fn execute(
                              and kind), but {}",
                             source.name,
                             d.index,
-                            crate::contract::json_type(&d.value)
+                            crate::pod::JsonType::of(&d.value)
                         ));
                         continue;
                     }
@@ -294,9 +294,7 @@ async fn execute(
             let result = match &facts {
                 None => workload::inject(&mut w, &namespace, &offline, &params.defaults),
                 Some(facts) => {
-                    let sa = w
-                        .pod()
-                        .map(|p| contract::service_account_name(&p).to_string());
+                    let sa = w.service_account().ok().flatten();
                     match sa.and_then(|sa| facts.get(&(namespace.clone(), sa))) {
                         Some(Ok(f)) => {
                             workload::inject(&mut w, &namespace, &f.context(), &params.defaults)
@@ -319,7 +317,7 @@ async fn execute(
                 Ok(workload::Outcome::Injected { warnings: w }) => {
                     warnings.extend(w.into_iter().map(|m| format!("{place}: {name}: {m}")));
                 }
-                Err(d) => errors.push(format!("{place}: {name}: {}", d.message)),
+                Err(d) => errors.push(format!("{place}: {name}: {d}")),
             }
         });
         for w in warnings {
@@ -346,13 +344,8 @@ async fn lookup_all(cluster: &Cluster, items: &mut [Item], default_namespace: &s
     let mut wanted = Vec::new();
     for item in items.iter_mut() {
         workload::for_each(&mut item.value, &mut |w| {
-            if let Some(pod) = w.pod()
-                && contract::opted_in(&pod) == Ok(true)
-            {
-                let key = (
-                    w.namespace(default_namespace).to_string(),
-                    contract::service_account_name(&pod).to_string(),
-                );
+            if let Ok(Some(sa)) = w.service_account() {
+                let key = (w.namespace(default_namespace).to_string(), sa);
                 if !wanted.contains(&key) {
                     wanted.push(key);
                 }

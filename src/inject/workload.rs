@@ -6,8 +6,10 @@ use std::fmt;
 
 use serde_json::{Map, Value, json};
 
-use crate::contract::{self, Context, Decision, Defaults, Denial};
-use crate::mutate;
+use crate::contract::{Context, Defaults};
+use crate::core::{self, Admission};
+use crate::denial::Denial;
+use crate::pod::Pod;
 
 /// Where a kind keeps the pod: `Some("")` for a Pod itself, a JSON pointer to the template
 /// for the others, `None` for kinds without one.
@@ -106,6 +108,15 @@ impl Workload<'_> {
         }))
     }
 
+    /// The ServiceAccount the template's pod reads its parameters from, when it opts in.
+    pub fn service_account(&self) -> Result<Option<String>, Denial> {
+        let Some(json) = self.pod().map(|p| p.to_string()) else {
+            return Ok(None);
+        };
+        let pod = Pod::parse(&json).map_err(|e| Denial::Internal(e.to_string()))?;
+        Ok(core::service_account(&pod)?.map(str::to_string))
+    }
+
     /// Whether the opt-in stands on the workload's own metadata but not on its pod template,
     /// where the webhook would never see it (a common slip).
     pub fn opt_in_misplaced(&self) -> bool {
@@ -201,24 +212,14 @@ pub fn inject(
     let Some(mut pod) = w.pod() else {
         return Ok(Outcome::Skipped);
     };
-    let plan = match contract::plan(&pod, namespace, ctx, defaults)? {
-        Decision::Skip => return Ok(Outcome::Skipped),
-        Decision::Inject(plan) => plan,
+    let mutation = match core::admit_json(&pod.to_string(), namespace, ctx, defaults) {
+        Admission::Skip => return Ok(Outcome::Skipped),
+        Admission::Deny(d) => return Err(d),
+        Admission::Patch { mutation, .. } => mutation,
     };
-    let mutation = mutate::mutate(&pod, &plan)?;
-    if !mutation.ops.is_empty() {
-        let patch: json_patch::Patch = serde_json::to_value(&mutation.ops)
-            .and_then(serde_json::from_value)
-            .map_err(|e| {
-                Denial::new(format!(
-                    "sbmesh: internal error: the patch does not encode: {e}"
-                ))
-            })?;
-        json_patch::patch(&mut pod, &patch).map_err(|e| {
-            Denial::new(format!(
-                "sbmesh: internal error: the patch does not apply: {e}"
-            ))
-        })?;
+    if !mutation.patch.0.is_empty() {
+        json_patch::patch(&mut pod, &mutation.patch)
+            .map_err(|e| Denial::Internal(format!("the patch does not apply: {e}")))?;
         w.write_back(pod);
     }
     Ok(Outcome::Injected {

@@ -1,9 +1,12 @@
 //! Workload identity: the pod label, the projected token volume and its mount, and the
 //! `AZURE_*` identity env (the last three only in `inject` mode).
 
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::contract::{Denial, IdentityMode, InjectionPlan, keys};
+use crate::contract::{IdentityMode, InjectionPlan, keys};
+use crate::denial::{Conflict, Denial};
+use crate::pod::Mount;
 
 use super::patch::MapEdits;
 
@@ -31,16 +34,11 @@ pub fn env(plan: &InjectionPlan, out: &mut Vec<(&'static str, String)>) {
 
 /// Sets `azure.workload.identity/use: "true"`; another value contradicts the opt-in.
 pub fn label(labels: &mut MapEdits) -> Result<(), Denial> {
-    match labels.get(keys::AWI_USE) {
+    match labels.get(keys::AWI_USE).as_deref() {
         Some("true") => Ok(()),
-        Some(other) => Err(Denial::new(format!(
-            "sbmesh: pod label {} is \"{}\", but the pod opts in with {}: \"true\", which needs \
-             that label to be \"true\"; the two contradict each other: remove the label or the \
-             annotation",
-            keys::AWI_USE,
-            crate::contract::truncate(other),
-            keys::INJECT
-        ))),
+        Some(other) => Err(Denial::Conflict(Conflict::IdentityLabel {
+            value: crate::contract::truncate(other),
+        })),
         None => {
             labels.set(keys::AWI_USE, "true".to_string());
             Ok(())
@@ -71,7 +69,10 @@ pub fn mount() -> Value {
 
 /// Whether an existing volume of our name is the one we would add, ignoring fields the API
 /// server defaults (`defaultMode`).
-pub fn volume_matches(existing: &Value, plan: &InjectionPlan) -> bool {
+pub fn volume_matches(existing: &RawValue, plan: &InjectionPlan) -> bool {
+    let Ok(existing) = serde_json::from_str::<Value>(existing.get()) else {
+        return false;
+    };
     let Some(v) = existing.as_object() else {
         return false;
     };
@@ -111,12 +112,9 @@ pub fn volume_matches(existing: &Value, plan: &InjectionPlan) -> bool {
 }
 
 /// Whether an existing mount at our path is ours (name, read-only, nothing else).
-pub fn mount_matches(existing: &Value) -> bool {
-    let Some(m) = existing.as_object() else {
-        return false;
-    };
-    m.get("name").and_then(Value::as_str) == Some(VOLUME_NAME)
-        && m.get("readOnly").and_then(Value::as_bool) == Some(true)
-        && m.keys()
-            .all(|k| matches!(k.as_str(), "name" | "mountPath" | "readOnly"))
+pub fn mount_matches(existing: &Mount) -> bool {
+    existing.is_object
+        && existing.name.as_deref() == Some(VOLUME_NAME)
+        && existing.read_only == Some(true)
+        && !existing.other_fields
 }

@@ -3,9 +3,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::contract::{
-    Denial, Egress, InjectionPlan, json_type, keys, truncate, values::parse_ports,
-};
+use crate::contract::{Egress, InjectionPlan, keys, truncate, values::parse_ports};
+use crate::denial::{Denial, warning};
+use crate::pod::JsonType;
 
 use super::patch::MapEdits;
 
@@ -21,31 +21,32 @@ pub fn annotate(
     if plan.egress == Egress::None {
         return Ok(());
     }
-    match hold_until_proxy_starts(ann.get(keys::ISTIO_PROXY_CONFIG)) {
+    match hold_until_proxy_starts(ann.get(keys::ISTIO_PROXY_CONFIG).as_deref()) {
         Ok(HoldEdit::Keep) => {}
-        Ok(HoldEdit::KeepUserFalse) => warnings.push(format!(
-            "sbmesh: {} sets {HOLD}: false, which is kept; the application may start before its \
-             proxy and fail its first Service Bus connection",
+        Ok(HoldEdit::KeepUserFalse) => warnings.push(warning(format_args!(
+            "{} sets {HOLD}: false, which is kept; the application may start before its proxy \
+             and fail its first Service Bus connection",
             keys::ISTIO_PROXY_CONFIG
-        )),
+        ))),
         Ok(HoldEdit::Set(text)) => ann.set(keys::ISTIO_PROXY_CONFIG, text),
         Err(why) => {
-            return Err(Denial::new(format!(
-                "sbmesh: pod annotation {} {why}; fix it, or set {}: none to leave Istio \
-                 annotations alone",
-                keys::ISTIO_PROXY_CONFIG,
-                keys::EGRESS
-            )));
+            return Err(Denial::Annotation {
+                key: keys::ISTIO_PROXY_CONFIG,
+                value: None,
+                rule: why,
+                fix: "; fix it, or set sbmesh.io/egress: none to leave Istio annotations alone",
+            });
         }
     }
     if plan.egress == Egress::Bypass {
-        let current = ann.get(keys::ISTIO_EXCLUDE_OUTBOUND_PORTS).unwrap_or("");
-        let mut ports = parse_ports(current).map_err(|rule| {
-            Denial::new(format!(
-                "sbmesh: pod annotation {} = \"{}\" is invalid: {rule}",
-                keys::ISTIO_EXCLUDE_OUTBOUND_PORTS,
-                truncate(current)
-            ))
+        let current = ann
+            .get(keys::ISTIO_EXCLUDE_OUTBOUND_PORTS)
+            .unwrap_or_default();
+        let mut ports = parse_ports(&current).map_err(|rule| Denial::Annotation {
+            key: keys::ISTIO_EXCLUDE_OUTBOUND_PORTS,
+            value: Some(truncate(&current)),
+            rule: rule.0,
+            fix: "",
         })?;
         let given = ports.len();
         // Istio replaces the mesh default with the pod's value, so the union is made here.
@@ -97,7 +98,7 @@ pub fn hold_until_proxy_starts(existing: Option<&str>) -> Result<HoldEdit, Strin
         other => {
             return Err(format!(
                 "must be a mapping (an object) of ProxyConfig fields, not {}",
-                json_type(&other)
+                JsonType::of(&other)
             ));
         }
     };

@@ -1,6 +1,6 @@
-//! The pure mutation core: (raw pod JSON, plan) → RFC 6902 operations. No I/O, no clock, no
-//! globals. Works on the raw JSON so that fields no type knows survive, and emits only
-//! additions and the few replacements the contract lists; never diffs whole pods.
+//! The pure mutation core: (pod view, plan) → RFC 6902 operations. No I/O, no clock, no
+//! globals. Reads the pod through [`crate::pod`] so that fields no type knows survive, and
+//! emits only additions and the few replacements the contract lists; never diffs whole pods.
 
 pub mod identity;
 pub mod istio;
@@ -9,11 +9,15 @@ pub mod policy;
 pub mod servicebus;
 pub mod status;
 
-use serde_json::{Value, json};
+use json_patch::PatchOperation;
+use jsonptr::{PointerBuf, Token};
+use serde_json::{Map, Value};
 
-use crate::contract::{Denial, IdentityMode, InjectionPlan, Scope, keys, truncate};
+use crate::contract::{IdentityMode, InjectionPlan, Scope, keys, truncate};
+use crate::denial::{Denial, Occupied, warning};
+use crate::pod::{Container, Field, JsonType, Pod, volume_name};
 
-pub use patch::Op;
+pub use patch::Patch;
 
 /// Istio's own containers: out of scope unless named in `sbmesh.io/containers`.
 pub const ISTIO_CONTAINERS: [&str; 3] = ["istio-proxy", "istio-validation", "istio-init"];
@@ -21,17 +25,29 @@ pub const ISTIO_CONTAINERS: [&str; 3] = ["istio-proxy", "istio-validation", "ist
 /// What the webhook answers for an opted-in pod.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mutation {
-    pub ops: Vec<Op>,
+    pub patch: Patch,
     pub warnings: Vec<String>,
     /// Audit annotations for the AdmissionResponse (keys without the webhook prefix).
     pub audit: Vec<(&'static str, String)>,
 }
 
-/// A container or init container: its JSON pointer, name and object.
-struct Target<'a> {
-    pointer: String,
-    name: &'a str,
-    container: &'a Value,
+/// A container or init container in scope: where it is and what it holds.
+struct Target<'p, 'a> {
+    list: &'static str,
+    index: usize,
+    name: &'p str,
+    container: &'p Container<'a>,
+}
+
+impl Target<'_, '_> {
+    fn pointer(&self, field: &'static str) -> PointerBuf {
+        patch::pointer([
+            Token::new("spec"),
+            Token::new(self.list),
+            Token::from(self.index),
+            Token::new(field),
+        ])
+    }
 }
 
 /// The env sbmesh ensures in each container in scope, in the contract's order.
@@ -43,19 +59,19 @@ pub fn desired_env(plan: &InjectionPlan) -> Vec<(&'static str, String)> {
 }
 
 /// Computes the patch for an opted-in pod.
-pub fn mutate(pod: &Value, plan: &InjectionPlan) -> Result<Mutation, Denial> {
-    if !pod.get("metadata").is_some_and(Value::is_object) {
-        return Err(malformed("/metadata", "an object"));
+pub fn mutate(pod: &Pod, plan: &InjectionPlan) -> Result<Mutation, Denial> {
+    if pod.metadata().is_none() {
+        return Err(Denial::malformed("/metadata", JsonType::Object));
     }
-    if !pod.get("spec").is_some_and(Value::is_object) {
-        return Err(malformed("/spec", "an object"));
-    }
+    let Some(spec) = pod.spec() else {
+        return Err(Denial::malformed("/spec", JsonType::Object));
+    };
     let mut warnings = plan.warnings.clone();
     policy::check_connection_strings(pod, plan.connection_string_policy, &mut warnings)?;
 
-    let mut labels = patch::MapEdits::metadata(pod, "labels");
+    let mut labels = patch::MapEdits::labels(pod);
     identity::label(&mut labels)?;
-    let mut annotations = patch::MapEdits::metadata(pod, "annotations");
+    let mut annotations = patch::MapEdits::annotations(pod);
     istio::annotate(plan, &mut annotations, &mut warnings)?;
 
     let targets = select(pod, &plan.scope, &mut warnings)?;
@@ -64,28 +80,22 @@ pub fn mutate(pod: &Value, plan: &InjectionPlan) -> Result<Mutation, Denial> {
 
     let mut spec_ops = Vec::new();
     if inject {
-        let volumes = patch::at(pod, &["spec", "volumes"]);
-        match find(
-            list_of(volumes, || "/spec/volumes".into())?,
-            "name",
-            identity::VOLUME_NAME,
-        ) {
+        let volumes = list_of(&spec.volumes, || "/spec/volumes".into())?;
+        let ours = volumes
+            .into_iter()
+            .flatten()
+            .find(|v| volume_name(v).as_deref() == Some(identity::VOLUME_NAME));
+        match ours {
             Some(v) if identity::volume_matches(v, plan) => {}
             Some(_) => {
-                return Err(Denial::new(format!(
-                    "sbmesh: the pod already has a volume named {} that differs from the one \
-                     sbmesh adds (projected serviceAccountToken, audience {}, expirationSeconds \
-                     {}, path {}); sbmesh does not overwrite it: rename or remove that volume",
-                    identity::VOLUME_NAME,
-                    identity::TOKEN_AUDIENCE,
-                    plan.token_expiration.seconds(),
-                    identity::TOKEN_PATH
-                )));
+                return Err(Denial::Occupied(Occupied::Volume {
+                    expiration_seconds: plan.token_expiration.seconds(),
+                }));
             }
             None => patch::append(
                 &mut spec_ops,
-                volumes,
-                "/spec/volumes".into(),
+                &spec.volumes,
+                patch::pointer([Token::new("spec"), Token::new("volumes")]),
                 vec![identity::volume(plan)],
             ),
         }
@@ -105,55 +115,45 @@ pub fn mutate(pod: &Value, plan: &InjectionPlan) -> Result<Mutation, Denial> {
     annotations.into_ops(&mut ops);
     ops.extend(spec_ops);
     Ok(Mutation {
-        ops,
+        patch: Patch(ops),
         warnings,
         audit: status::audit_annotations(plan),
     })
 }
 
-fn malformed(pointer: &str, expected: &str) -> Denial {
-    Denial::new(format!(
-        "sbmesh: malformed pod: {pointer} must be {expected}"
-    ))
-}
-
 /// A list field: absent or null is `None`; anything but a list is malformed (`pointer` names
 /// it in the message, built only then).
-fn list_of(
-    v: Option<&Value>,
-    pointer: impl FnOnce() -> String,
-) -> Result<Option<&Vec<Value>>, Denial> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(a)) => Ok(Some(a)),
-        Some(_) => Err(malformed(&pointer(), "a list")),
-    }
-}
-
-fn find<'a>(list: Option<&'a Vec<Value>>, field: &str, wanted: &str) -> Option<&'a Value> {
-    list?
-        .iter()
-        .find(|v| v.get(field).and_then(Value::as_str) == Some(wanted))
+fn list_of<T>(field: &Field<Vec<T>>, pointer: impl FnOnce() -> String) -> Result<Option<&[T]>, Denial> {
+    field
+        .optional()
+        .map(|l| l.map(Vec::as_slice))
+        .map_err(|_| Denial::malformed(pointer(), JsonType::List))
 }
 
 /// Init containers, then containers, that are in scope. Ephemeral containers never are.
-fn select<'a>(
-    pod: &'a Value,
+fn select<'p, 'a>(
+    pod: &'p Pod<'a>,
     scope: &Scope,
     warnings: &mut Vec<String>,
-) -> Result<Vec<Target<'a>>, Denial> {
+) -> Result<Vec<Target<'p, 'a>>, Denial> {
     let mut all = Vec::new();
-    for list in ["initContainers", "containers"] {
-        let containers = list_of(patch::at(pod, &["spec", list]), || format!("/spec/{list}"))?;
-        for (i, c) in containers.into_iter().flatten().enumerate() {
-            let name = c
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| malformed(&format!("/spec/{list}/{i}/name"), "a string"))?;
+    let spec = pod.spec();
+    for (list, field) in [
+        ("initContainers", spec.map(|s| &s.init_containers)),
+        ("containers", spec.map(|s| &s.containers)),
+    ] {
+        let Some(field) = field else { continue };
+        let containers = list_of(field, || format!("/spec/{list}"))?;
+        for (index, container) in containers.into_iter().flatten().enumerate() {
+            let name = container
+                .name
+                .get()
+                .ok_or_else(|| Denial::malformed(format!("/spec/{list}/{index}/name"), JsonType::String))?;
             all.push(Target {
-                pointer: format!("/spec/{list}/{i}"),
+                list,
+                index,
                 name,
-                container: c,
+                container,
             });
         }
     }
@@ -164,10 +164,10 @@ fn select<'a>(
     };
     for n in named {
         if !all.iter().any(|t| t.name == n) {
-            warnings.push(format!(
-                "sbmesh: {key} names \"{}\", which is not a container or init container of this pod",
+            warnings.push(warning(format_args!(
+                "{key} names \"{}\", which is not a container or init container of this pod",
                 truncate(n)
-            ));
+            )));
         }
     }
     all.retain(|t| {
@@ -184,65 +184,58 @@ fn select<'a>(
 fn env_ops(
     t: &Target,
     env: &[(&'static str, String)],
-    ops: &mut Vec<Op>,
+    ops: &mut Vec<PatchOperation>,
     warnings: &mut Vec<String>,
 ) -> Result<(), Denial> {
-    let field = t.container.get("env");
-    let existing = list_of(field, || format!("{}/env", t.pointer))?;
+    let field = &t.container.env;
+    let existing = list_of(field, || t.pointer("env").to_string())?.unwrap_or(&[]);
     let mut added = Vec::new();
     for (name, value) in env {
-        match find(existing, "name", name) {
-            None => added.push(json!({"name": name, "value": value})),
-            Some(e) if e.get("valueFrom").is_some_and(|v| !v.is_null()) => {}
+        match existing.iter().find(|e| e.named(name)) {
+            None => added.push(env_var(name, value)),
+            Some(e) if e.value_from => {}
             Some(e) => {
-                let theirs = e.get("value").and_then(Value::as_str).unwrap_or("");
+                let theirs = e.value.as_deref().unwrap_or("");
                 if theirs != value {
-                    warnings.push(format!(
-                        "sbmesh: container {} keeps its own {name}=\"{}\" (sbmesh would set \"{}\")",
+                    warnings.push(warning(format_args!(
+                        "container {} keeps its own {name}=\"{}\" (sbmesh would set \"{}\")",
                         truncate(t.name),
                         truncate(theirs),
                         value
-                    ));
+                    )));
                 }
             }
         }
     }
-    if !added.is_empty() {
-        patch::append(ops, field, format!("{}/env", t.pointer), added);
-    }
+    patch::append(ops, field, t.pointer("env"), added);
     Ok(())
 }
 
+/// `{"name": …, "value": …}`.
+fn env_var(name: &str, value: &str) -> Value {
+    let mut m = Map::with_capacity(2);
+    m.insert("name".into(), Value::String(name.into()));
+    m.insert("value".into(), Value::String(value.into()));
+    Value::Object(m)
+}
+
 /// Adds the read-only token mount; a different mount at our path is a denial.
-fn mount_ops(t: &Target, ops: &mut Vec<Op>) -> Result<(), Denial> {
-    let field = t.container.get("volumeMounts");
-    let existing = list_of(field, || format!("{}/volumeMounts", t.pointer))?;
-    let at_our_path = existing.and_then(|l| {
-        l.iter().find(|m| {
-            m.get("mountPath")
-                .and_then(Value::as_str)
-                .is_some_and(|p| p.trim_end_matches('/') == identity::MOUNT_PATH)
-        })
+fn mount_ops(t: &Target, ops: &mut Vec<PatchOperation>) -> Result<(), Denial> {
+    let field = &t.container.volume_mounts;
+    let existing = list_of(field, || t.pointer("volumeMounts").to_string())?.unwrap_or(&[]);
+    let at_our_path = existing.iter().find(|m| {
+        m.mount_path
+            .as_deref()
+            .is_some_and(|p| p.trim_end_matches('/') == identity::MOUNT_PATH)
     });
     match at_our_path {
         Some(m) if identity::mount_matches(m) => Ok(()),
-        Some(m) => Err(Denial::new(format!(
-            "sbmesh: container {} already mounts {} at {}, where sbmesh mounts its token volume \
-             {} read-only; sbmesh does not overwrite it: move that mount, or leave the container \
-             out with {}",
-            truncate(t.name),
-            truncate(m.get("name").and_then(Value::as_str).unwrap_or("a volume")),
-            identity::MOUNT_PATH,
-            identity::VOLUME_NAME,
-            keys::SKIP_CONTAINERS
-        ))),
+        Some(m) => Err(Denial::Occupied(Occupied::Mount {
+            container: truncate(t.name),
+            volume: truncate(m.name.as_deref().unwrap_or("a volume")),
+        })),
         None => {
-            patch::append(
-                ops,
-                field,
-                format!("{}/volumeMounts", t.pointer),
-                vec![identity::mount()],
-            );
+            patch::append(ops, field, t.pointer("volumeMounts"), vec![identity::mount()]);
             Ok(())
         }
     }

@@ -1,102 +1,90 @@
-//! RFC 6902 operations as the API server applies them, and JSON-pointer building.
+//! RFC 6902 operations as the API server applies them. The core's patch is `json_patch`'s own
+//! type (the engine the tests and `sbmesh inject` apply it with), so it reaches the response
+//! and the offline injector without conversion; JSON pointers are escaped by `jsonptr`.
 
-use std::borrow::Cow;
-
-use serde::Serialize;
+use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
+use jsonptr::{PointerBuf, Token};
 use serde_json::{Map, Value};
 
-/// One JSON Patch operation. sbmesh only ever adds, and replaces the few annotation values
-/// the contract lists.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub enum Op {
-    Add { path: String, value: Value },
-    Replace { path: String, value: Value },
+use crate::pod::{Field, Pod, StrMap};
+
+pub use json_patch::Patch;
+
+/// A JSON pointer from unescaped tokens.
+pub fn pointer<'t>(tokens: impl IntoIterator<Item = Token<'t>>) -> PointerBuf {
+    PointerBuf::from_tokens(tokens)
 }
 
-impl Op {
-    pub fn path(&self) -> &str {
-        match self {
-            Op::Add { path, .. } | Op::Replace { path, .. } => path,
-        }
-    }
+pub fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
 }
 
-/// Walks object keys from `v` without allocating (unlike `Value::pointer`, which unescapes
-/// every token into a new String). Keys are given unescaped.
-pub fn at<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
-    keys.iter().try_fold(v, |v, k| v.as_object()?.get(*k))
-}
-
-/// Escapes one reference token: `~` → `~0`, `/` → `~1` (RFC 6901).
-pub fn escape(token: &str) -> Cow<'_, str> {
-    if token.contains(['~', '/']) {
-        Cow::Owned(token.replace('~', "~0").replace('/', "~1"))
-    } else {
-        Cow::Borrowed(token)
-    }
+pub fn replace(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Replace(ReplaceOperation { path, value })
 }
 
 /// Collects string entries for one map (labels or annotations) and emits the operations:
 /// one `add` of the whole map when it is absent (parent before children), else one
 /// operation per key.
-pub struct MapEdits<'a> {
-    /// JSON pointer of the map, e.g. `/metadata/labels`.
-    pointer: &'static str,
-    existing: Option<&'a Map<String, Value>>,
+pub struct MapEdits<'p> {
+    /// `labels` or `annotations` under `metadata`.
+    field: &'static str,
+    existing: Option<&'p StrMap<'p>>,
     edits: Vec<(String, String)>,
 }
 
-impl<'a> MapEdits<'a> {
-    /// The map `metadata.<field>` of the pod (`labels` or `annotations`).
-    pub fn metadata(pod: &'a Value, field: &'static str) -> Self {
-        let pointer = match field {
-            "labels" => "/metadata/labels",
-            _ => "/metadata/annotations",
-        };
+impl<'p> MapEdits<'p> {
+    pub fn labels(pod: &'p Pod<'p>) -> Self {
+        Self::new("labels", pod.labels())
+    }
+
+    pub fn annotations(pod: &'p Pod<'p>) -> Self {
+        Self::new("annotations", pod.annotations())
+    }
+
+    fn new(field: &'static str, existing: Option<&'p StrMap<'p>>) -> Self {
         Self {
-            pointer,
-            existing: at(pod, &["metadata", field]).and_then(Value::as_object),
+            field,
+            existing,
             edits: Vec::new(),
         }
     }
 
     /// The current string value of `key`, if any.
-    pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.existing?.get(key)?.as_str()
+    pub fn get(&self, key: &str) -> Option<std::borrow::Cow<'p, str>> {
+        self.existing?.get(key)
     }
 
     /// Sets `key` to `value` unless it already holds exactly that.
     pub fn set(&mut self, key: &str, value: String) {
-        if self.get(key) != Some(value.as_str()) {
+        if self.get(key).as_deref() != Some(value.as_str()) {
             self.edits.push((key.to_string(), value));
         }
     }
 
-    pub fn into_ops(self, ops: &mut Vec<Op>) {
+    pub fn into_ops(self, ops: &mut Vec<PatchOperation>) {
         if self.edits.is_empty() {
             return;
         }
+        let map = [Token::new("metadata"), Token::new(self.field)];
         match self.existing {
             None => {
-                let map: Map<String, Value> = self
+                let value: Map<String, Value> = self
                     .edits
                     .into_iter()
                     .map(|(k, v)| (k, Value::String(v)))
                     .collect();
-                ops.push(Op::Add {
-                    path: self.pointer.to_string(),
-                    value: Value::Object(map),
-                });
+                ops.push(add(pointer(map), Value::Object(value)));
             }
             Some(existing) => {
                 for (k, v) in self.edits {
-                    let path = format!("{}/{}", self.pointer, escape(&k));
+                    let present = existing.contains_key(&k);
+                    let path = pointer(map.iter().cloned().chain([Token::new(k)]));
                     let value = Value::String(v);
-                    ops.push(if existing.contains_key(&k) {
-                        Op::Replace { path, value }
+                    ops.push(if present {
+                        replace(path, value)
                     } else {
-                        Op::Add { path, value }
+                        add(path, value)
                     });
                 }
             }
@@ -104,24 +92,25 @@ impl<'a> MapEdits<'a> {
     }
 }
 
-/// Appends `items` to the list at `pointer`, whose current value is `existing`: one `add` of
-/// the whole list when it is absent, else one `add …/-` per item.
-pub fn append(ops: &mut Vec<Op>, existing: Option<&Value>, pointer: String, items: Vec<Value>) {
+/// Appends `items` to the list at `at`, whose current value is `existing`: one `add` of the
+/// whole list when it is absent or null, else one `add …/-` per item.
+pub fn append<T>(
+    ops: &mut Vec<PatchOperation>,
+    existing: &Field<T>,
+    at: PointerBuf,
+    items: Vec<Value>,
+) {
     if items.is_empty() {
         return;
     }
-    if existing.is_some_and(|v| !v.is_null()) {
+    if existing.is_set() {
         for value in items {
-            ops.push(Op::Add {
-                path: format!("{pointer}/-"),
-                value,
-            });
+            let mut path = at.clone();
+            path.push_back("-");
+            ops.push(add(path, value));
         }
     } else {
-        ops.push(Op::Add {
-            path: pointer,
-            value: Value::Array(items),
-        });
+        ops.push(add(at, Value::Array(items)));
     }
 }
 
@@ -130,17 +119,25 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn ops_of(pod: &str, edit: impl Fn(&mut MapEdits)) -> Value {
+        let pod = Pod::parse(pod).unwrap();
+        let mut e = MapEdits::annotations(&pod);
+        edit(&mut e);
+        let mut ops = Vec::new();
+        e.into_ops(&mut ops);
+        serde_json::to_value(&ops).unwrap()
+    }
+
     #[test]
     fn escapes_slash_and_tilde_in_keys() {
-        assert_eq!(escape("sbmesh.io/status"), "sbmesh.io~1status");
-        assert_eq!(escape("a~b/c"), "a~0b~1c");
-        assert!(matches!(escape("plain"), Cow::Borrowed(_)));
+        let path = pointer([Token::new("metadata"), Token::new("a~b/c")]);
+        assert_eq!(path.as_str(), "/metadata/a~0b~1c");
     }
 
     #[test]
     fn absent_map_is_added_whole_before_its_keys() {
-        let pod = json!({"metadata": {}});
-        let mut e = MapEdits::metadata(&pod, "labels");
+        let pod = Pod::parse(r#"{"metadata": {}}"#).unwrap();
+        let mut e = MapEdits::labels(&pod);
         e.set("azure.workload.identity/use", "true".into());
         let mut ops = Vec::new();
         e.into_ops(&mut ops);
@@ -152,15 +149,16 @@ mod tests {
 
     #[test]
     fn existing_key_is_replaced_and_same_value_is_left_alone() {
-        let pod = json!({"metadata": {"annotations": {"a/b": "1", "c": "x"}}});
-        let mut e = MapEdits::metadata(&pod, "annotations");
-        e.set("a/b", "2".into());
-        e.set("c", "x".into());
-        e.set("d", "y".into());
-        let mut ops = Vec::new();
-        e.into_ops(&mut ops);
+        let ops = ops_of(
+            r#"{"metadata": {"annotations": {"a/b": "1", "c": "x"}}}"#,
+            |e| {
+                e.set("a/b", "2".into());
+                e.set("c", "x".into());
+                e.set("d", "y".into());
+            },
+        );
         assert_eq!(
-            serde_json::to_value(&ops).unwrap(),
+            ops,
             json!([
                 {"op": "replace", "path": "/metadata/annotations/a~1b", "value": "2"},
                 {"op": "add", "path": "/metadata/annotations/d", "value": "y"}

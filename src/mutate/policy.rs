@@ -1,8 +1,8 @@
 //! Policy: plaintext Service Bus connection strings in env values defeat workload identity.
 
-use serde_json::Value;
-
-use crate::contract::{Denial, Policy, truncate};
+use crate::contract::{Policy, truncate};
+use crate::denial::{Denial, PolicyViolation, connection_string_finding, warning};
+use crate::pod::Pod;
 
 /// A connection string holds `Endpoint=sb://` and a key or a signature, in any case.
 pub fn is_connection_string(value: &str) -> bool {
@@ -18,46 +18,38 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
 
 /// Checks every container and init container (in scope or not). Never echoes the secret.
 pub fn check_connection_strings(
-    pod: &Value,
+    pod: &Pod,
     policy: Policy,
     warnings: &mut Vec<String>,
 ) -> Result<(), Denial> {
     if policy == Policy::Off {
         return Ok(());
     }
-    for list in ["initContainers", "containers", "ephemeralContainers"] {
-        let Some(containers) = pod
-            .get("spec")
-            .and_then(|s| s.get(list))
-            .and_then(Value::as_array)
-        else {
-            continue;
-        };
-        for c in containers {
-            let Some(env) = c.get("env").and_then(Value::as_array) else {
-                continue;
-            };
-            for e in env {
-                let Some(value) = e.get("value").and_then(Value::as_str) else {
+    let Some(spec) = pod.spec() else {
+        return Ok(());
+    };
+    for list in [
+        &spec.init_containers,
+        &spec.containers,
+        &spec.ephemeral_containers,
+    ] {
+        for c in list.get().into_iter().flatten() {
+            for e in c.env.get().into_iter().flatten() {
+                let Some(value) = e.value.as_deref() else {
                     continue;
                 };
                 if !is_connection_string(value) {
                     continue;
                 }
-                let container = truncate(c.get("name").and_then(Value::as_str).unwrap_or("?"));
-                let name = truncate(e.get("name").and_then(Value::as_str).unwrap_or("?"));
-                let what = format!(
-                    "container {container} env {name} holds a plaintext Service Bus connection \
-                     string (Endpoint=sb://…;SharedAccessKey…); this pod gets workload identity: \
-                     remove the variable and use AZURE_SERVICEBUS_FULLYQUALIFIEDNAMESPACE with a \
-                     token credential"
-                );
+                let container = truncate(c.name.get().map_or("?", |n| n.as_ref()));
+                let env = truncate(e.name.as_deref().unwrap_or("?"));
                 if policy == Policy::Deny {
-                    return Err(Denial::new(format!(
-                        "sbmesh: {what} (webhook config connectionStringPolicy: deny)"
-                    )));
+                    return Err(Denial::Policy(PolicyViolation::ConnectionString {
+                        container,
+                        env,
+                    }));
                 }
-                warnings.push(format!("sbmesh: {what}"));
+                warnings.push(warning(connection_string_finding(&container, &env)));
             }
         }
     }

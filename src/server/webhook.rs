@@ -17,6 +17,7 @@ use tracing::Instrument as _;
 use super::Shared;
 use super::metrics::Rejection;
 use crate::admission::{self, Triage};
+use crate::core;
 
 /// Bodies above this are parsed and mutated on the blocking pool rather than inline. Measured
 /// (debug build, so an upper bound): a 17 KiB review takes ~0.3 ms, 256 KiB ~3.6 ms, 8 MiB
@@ -93,42 +94,25 @@ async fn mutate(State(shared): State<Arc<Shared>>, request: Request) -> Response
     }
 }
 
-/// Who the request is about, for the log line.
-struct About {
-    uid: String,
-    namespace: String,
-    name: String,
-    operation: String,
-    dry_run: bool,
-}
-
-impl About {
-    fn of(request: &admission::Request) -> Self {
-        Self {
-            uid: request.uid.clone(),
-            namespace: request.namespace.clone().unwrap_or_default(),
-            name: request.display_name().to_string(),
-            operation: request.operation.clone(),
-            dry_run: request.dry_run.unwrap_or(false),
-        }
-    }
-}
-
-/// A response ready to send.
+/// A response ready to send, and what the log line and metrics say of it.
 struct Rendered {
     outcome: admission::Outcome,
+    mode: &'static str,
     ops: usize,
     patch_bytes: Option<usize>,
     json: Vec<u8>,
 }
 
-fn render(response: admission::Response) -> Rendered {
-    let (json, patch_bytes) = response.encode();
-    Rendered {
-        outcome: response.outcome,
-        ops: response.ops.len(),
-        patch_bytes,
-        json,
+impl Rendered {
+    fn of(response: admission::Response, mode: &'static str) -> Self {
+        let (json, patch_bytes) = response.encode();
+        Rendered {
+            outcome: response.outcome,
+            mode,
+            ops: response.ops(),
+            patch_bytes,
+            json,
+        }
     }
 }
 
@@ -138,9 +122,32 @@ async fn admit(shared: &Shared, body: Body, started: Instant, span: tracing::Spa
         Ok(body) => body,
         Err(response) => return response,
     };
-    let blocking = body.len() > BLOCKING_ABOVE;
-    let request = match cpu(blocking, move || admission::parse(&body)).await {
-        Ok(Ok(request)) => request,
+    let decided = if body.len() > BLOCKING_ABOVE {
+        // Big bodies are parsed and mutated on the blocking pool, so they do not stall a
+        // runtime worker; a cache miss's lookup is driven from there.
+        let app = shared.app.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let span = span.clone();
+        tokio::task::spawn_blocking(move || {
+            catch(|| runtime.block_on(decide(&app, &body, started, &span)))
+        })
+        .await
+        .unwrap_or(Err(Panicked))
+    } else {
+        match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(decide(
+            &shared.app,
+            &body,
+            started,
+            &span,
+        )))
+        .await
+        {
+            Ok(decided) => Ok(decided),
+            Err(_) => Err(Panicked),
+        }
+    };
+    let rendered = match decided {
+        Ok(Ok(rendered)) => rendered,
         Ok(Err(bad)) => {
             shared.metrics.rejected(Rejection::BadRequest);
             shared
@@ -151,59 +158,61 @@ async fn admit(shared: &Shared, body: Body, started: Instant, span: tracing::Spa
         }
         Err(panic) => return panic.into_response(shared, started),
     };
-    span.record("uid", request.uid.as_str());
-    let about = About::of(&request);
-
-    let (mode, rendered) = match admission::triage(&request) {
-        Triage::Answer(response) => ("none", render(response)),
-        Triage::Pod {
-            namespace,
-            service_account,
-            ..
-        } => match shared.app.cluster.facts(namespace, service_account).await {
-            Err(denial) => (
-                "none",
-                render(admission::Response::deny(&request.uid, denial)),
-            ),
-            Ok(facts) => {
-                let mode = facts.context().identity_mode.as_str();
-                let defaults = shared.app.defaults.clone();
-                // The request moves into the closure (it may run on the blocking pool), so
-                // `answer` sorts it again there; triage is a few map lookups.
-                let rendered = cpu(blocking, move || {
-                    render(admission::answer(&request, &facts.context(), &defaults))
-                })
-                .await;
-                match rendered {
-                    Ok(rendered) => (mode, rendered),
-                    Err(panic) => return panic.into_response(shared, started),
-                }
-            }
-        },
-    };
-
-    let outcome = rendered.outcome.as_str();
-    shared
-        .metrics
-        .admission(outcome, mode, seconds(started), rendered.patch_bytes);
-    tracing::info!(
-        uid = %about.uid,
-        namespace = %about.namespace,
-        name = %about.name,
-        operation = %about.operation,
-        dry_run = about.dry_run,
-        outcome,
-        mode,
-        ops = rendered.ops,
-        patch_bytes = rendered.patch_bytes.unwrap_or(0),
-        latency_us = micros(started),
-        "admission"
+    shared.metrics.admission(
+        rendered.outcome.as_str(),
+        rendered.mode,
+        seconds(started),
+        rendered.patch_bytes,
     );
     (
         [(header::CONTENT_TYPE, "application/json")],
         Bytes::from(rendered.json),
     )
         .into_response()
+}
+
+/// The admission itself, over the body borrowed: parse once, sort, look up the cluster's view
+/// of an opted-in pod, run the core, encode, and write the request's log line.
+async fn decide(
+    app: &super::App,
+    body: &[u8],
+    started: Instant,
+    span: &tracing::Span,
+) -> Result<Rendered, admission::BadRequest> {
+    let request = admission::parse(body)?;
+    span.record("uid", &*request.uid);
+    let rendered = match admission::triage(&request) {
+        Triage::Answer(response) => Rendered::of(response, "none"),
+        Triage::Pod {
+            pod,
+            namespace,
+            service_account,
+        } => match app.cluster.facts(namespace, service_account).await {
+            Err(denial) => Rendered::of(admission::Response::deny(&request.uid, denial), "none"),
+            Ok(facts) => {
+                let ctx = facts.context();
+                let admission = core::admit(pod, namespace, &ctx, &app.defaults);
+                Rendered::of(
+                    admission::Response::of(&request.uid, admission),
+                    ctx.identity_mode.as_str(),
+                )
+            }
+        },
+    };
+    tracing::info!(
+        uid = %request.uid,
+        namespace = %request.namespace(),
+        name = %request.display_name(),
+        operation = request.operation.as_str(),
+        dry_run = request.dry_run.unwrap_or(false),
+        outcome = rendered.outcome.as_str(),
+        mode = rendered.mode,
+        ops = rendered.ops,
+        patch_bytes = rendered.patch_bytes.unwrap_or(0),
+        latency_us = micros(started),
+        "admission"
+    );
+    Ok(rendered)
 }
 
 /// The whole body with the share of the body budget it holds, or the answer to send instead
@@ -329,21 +338,9 @@ impl Panicked {
     }
 }
 
-/// Runs CPU-bound work inline, or on the blocking pool when `blocking`.
-async fn cpu<T, F>(blocking: bool, work: F) -> Result<T, Panicked>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let guarded =
-        move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|_| Panicked);
-    if blocking {
-        tokio::task::spawn_blocking(guarded)
-            .await
-            .unwrap_or(Err(Panicked))
-    } else {
-        guarded()
-    }
+/// Runs work, turning a panic into [`Panicked`].
+fn catch<T>(work: impl FnOnce() -> T) -> Result<T, Panicked> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|_| Panicked)
 }
 
 fn seconds(started: Instant) -> f64 {

@@ -4,8 +4,11 @@
 
 use serde_json::{Value, json};
 
-use sbmesh::contract::{self, Context, Decision, Defaults, Denial, IdentityMode, InjectionPlan};
-use sbmesh::mutate::{self, Mutation};
+use sbmesh::contract::{self, Context, Decision, Defaults, IdentityMode, InjectionPlan};
+use sbmesh::core::{self, Admission};
+use sbmesh::denial::{Denial, Reason};
+use sbmesh::mutate::{Mutation, Patch};
+use sbmesh::pod::Pod;
 
 pub const CLIENT_ID: &str = "6f0c3a4e-2b9d-4c1e-8f7a-1d2e3f4a5b6c";
 pub const TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -44,9 +47,11 @@ pub fn pod(annotations: Value) -> Value {
 }
 
 pub fn plan_with(pod: &Value, ctx: &Context, defaults: &Defaults) -> Result<InjectionPlan, Denial> {
-    match contract::plan(pod, "payments", ctx, defaults)? {
+    let json = pod.to_string();
+    let view = Pod::parse(&json).expect("the test pod is JSON");
+    match contract::plan(&view, "payments", ctx, defaults)? {
         Decision::Inject(p) => Ok(*p),
-        Decision::Skip => Err(Denial::new("(test) pod was skipped")),
+        Decision::Skip => Err(Denial::Internal("(test) pod was skipped".into())),
     }
 }
 
@@ -54,7 +59,7 @@ pub fn plan(pod: &Value) -> Result<InjectionPlan, Denial> {
     plan_with(pod, &Context::offline(IdentityMode::Inject), &defaults())
 }
 
-/// Plans and mutates with the offline context and [`defaults`].
+/// Admits with the offline context and [`defaults`], through the core's one entry point.
 pub fn run(pod: &Value) -> Result<(Value, Mutation), Denial> {
     run_with(pod, &Context::offline(IdentityMode::Inject), &defaults())
 }
@@ -64,27 +69,52 @@ pub fn run_with(
     ctx: &Context,
     defaults: &Defaults,
 ) -> Result<(Value, Mutation), Denial> {
-    let plan = plan_with(pod, ctx, defaults)?;
-    let m = mutate::mutate(pod, &plan)?;
-    Ok((apply(pod, &m.ops), m))
+    match core::admit_json(&pod.to_string(), "payments", ctx, defaults) {
+        Admission::Patch { mutation, .. } => Ok((apply(pod, &mutation.patch), mutation)),
+        Admission::Deny(d) => Err(d),
+        Admission::Skip => Err(Denial::Internal("(test) pod was skipped".into())),
+    }
 }
 
-/// Applies operations with json-patch (RFC 6902), as the API server does.
-pub fn apply(pod: &Value, ops: &[mutate::Op]) -> Value {
-    let patch: json_patch::Patch =
-        serde_json::from_value(serde_json::to_value(ops).unwrap()).unwrap();
+/// Applies a patch with json-patch (RFC 6902), as the API server does.
+pub fn apply(pod: &Value, patch: &Patch) -> Value {
     let mut out = pod.clone();
-    json_patch::patch(&mut out, &patch)
-        .unwrap_or_else(|e| panic!("patch does not apply: {e}\n{ops:#?}"));
+    json_patch::patch(&mut out, patch)
+        .unwrap_or_else(|e| panic!("patch does not apply: {e}\n{patch:#?}"));
     out
 }
 
-/// The denial message for a pod that must be refused.
-pub fn denied(pod: &Value) -> String {
+/// The denial of a pod that must be refused for `reason`; its message, to check that it names
+/// what the user must change.
+#[track_caller]
+pub fn denied(pod: &Value, reason: Reason) -> String {
     match run(pod) {
-        Err(d) => d.message,
-        Ok((_, m)) => panic!("expected a denial, got {:#?}", m.ops),
+        Err(d) => {
+            assert_eq!(d.reason(), reason, "denied for another reason: {d}");
+            let message = d.to_string();
+            assert!(message.starts_with("sbmesh: "), "{message}");
+            message
+        }
+        Ok((_, m)) => panic!("expected a denial, got {:#?}", m.patch),
     }
+}
+
+/// Whether the core skips the pod (it did not opt in).
+pub fn skipped(pod: &Value) -> bool {
+    matches!(
+        core::admit_json(
+            &pod.to_string(),
+            "payments",
+            &Context::offline(IdentityMode::Inject),
+            &defaults()
+        ),
+        Admission::Skip
+    )
+}
+
+/// The paths of a mutation's operations.
+pub fn paths(m: &Mutation) -> Vec<String> {
+    m.patch.0.iter().map(|o| o.path().to_string()).collect()
 }
 
 /// `(name, value)` of a container's env; `valueFrom` entries show as `<from>`.
