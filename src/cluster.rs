@@ -6,6 +6,7 @@
 mod caches;
 mod identity;
 mod lookup;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,11 +1,13 @@
-//! Cluster knowledge end to end: kube's real client, watcher and reflector against an
-//! in-process fake API server, through `Cluster::facts` and the contract. One test per rule.
+//! Cluster knowledge end to end: kube's real client and watcher against an in-process fake API
+//! server, through `Cluster::facts` and the contract. The resolution order is one table of
+//! cases run through one helper; every other rule has its own test.
 
+mod common;
 mod fake_apiserver;
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
+use common::eventually;
 use fake_apiserver::{FakeApiServer, Res, Verb};
 use sbmesh::admission::{Response, admit_pod};
 use sbmesh::cluster::{AWI_WEBHOOK_NAME, Cluster, ClusterError, ClusterMode};
@@ -170,29 +172,17 @@ fn istio_webhook_configuration() -> Value {
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-/// Polls `check` until it yields a value, failing the test at the deadline.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 async fn ready_cluster(fake: &FakeApiServer, identity: IdentityModeSetting) -> Cluster {
     let cluster = Cluster::start_with_client(fake.client(), identity, LOOKUP_TIMEOUT);
-    eventually("every cache has synced", || async {
+    until_ready(&cluster).await;
+    cluster
+}
+
+async fn until_ready(cluster: &Cluster) {
+    eventually(DEADLINE, "every cache has synced", || async {
         cluster.ready().then_some(())
     })
     .await;
-    cluster
 }
 
 fn objects(cluster: &Cluster, cache: &str) -> usize {
@@ -204,21 +194,54 @@ fn objects(cluster: &Cluster, cache: &str) -> usize {
         .unwrap_or_else(|| panic!("no cache named {cache}"))
 }
 
-async fn plan_for(cluster: &Cluster, pod: &Value) -> Result<InjectionPlan, Denial> {
+// The core's entry points are called from here only (and `denial_text` reads a denial), so that
+// a change in their shape is a change in these few lines.
+
+/// Where a pod was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// `Cluster::facts`: a lookup could not answer.
+    Lookup,
+    /// The contract: the facts were read, the pod's parameters do not resolve.
+    Plan,
+}
+
+/// The plan for `pod` in `payments` under `config`, or the denial and where it came from.
+async fn plan_with(
+    cluster: &Cluster,
+    pod: &Value,
+    config: &Defaults,
+) -> Result<InjectionPlan, (Stage, Denial)> {
     let facts = cluster
         .facts(NS, contract::service_account_name(pod))
-        .await?;
-    match contract::plan(pod, NS, &facts.context(), &defaults())? {
-        Decision::Inject(plan) => Ok(*plan),
-        Decision::Skip => panic!("the pod opted in"),
+        .await
+        .map_err(|d| (Stage::Lookup, d))?;
+    match contract::plan(pod, NS, &facts.context(), config) {
+        Ok(Decision::Inject(plan)) => Ok(*plan),
+        Ok(Decision::Skip) => panic!("the pod opted in"),
+        Err(d) => Err((Stage::Plan, d)),
+    }
+}
+
+async fn plan_for(cluster: &Cluster, pod: &Value) -> Result<InjectionPlan, Denial> {
+    plan_with(cluster, pod, &defaults())
+        .await
+        .map_err(|(_, d)| d)
+}
+
+async fn admit_with(cluster: &Cluster, pod: &Value, config: &Defaults) -> Response {
+    match cluster.facts(NS, contract::service_account_name(pod)).await {
+        Ok(facts) => admit_pod("uid-1", pod, NS, &facts.context(), config),
+        Err(d) => Response::deny("uid-1", d),
     }
 }
 
 async fn admit(cluster: &Cluster, pod: &Value) -> Response {
-    match cluster.facts(NS, contract::service_account_name(pod)).await {
-        Ok(facts) => admit_pod("uid-1", pod, NS, &facts.context(), &defaults()),
-        Err(d) => Response::deny("uid-1", d),
-    }
+    admit_with(cluster, pod, &defaults()).await
+}
+
+fn denial_text(d: &Denial) -> &str {
+    &d.message
 }
 
 fn patch_text(r: &Response) -> String {
@@ -232,187 +255,251 @@ fn gets(fake: &FakeApiServer) -> usize {
 /// A fake with the `payments` Namespace (no sbmesh annotations, in the mesh).
 async fn fake_with_namespace() -> FakeApiServer {
     let fake = FakeApiServer::start().await;
-    fake.put(
-        Res::Namespaces,
-        namespace(NS, &[], &[("istio-injection", "enabled")]),
-    );
+    fake.put(Res::Namespaces, namespace(NS, &[], MESH));
     fake
 }
 
 // ---------------------------------------------------------------------------------------------
 // resolution order: pod → ServiceAccount (sbmesh.io, then AWI) → Namespace → config
 
+type Pairs = &'static [(&'static str, &'static str)];
+
+/// One resolution-order case: the annotations of the ServiceAccount `orders`, of the Namespace
+/// `payments` (`None`: the object does not exist) and of the pod, the config, and the outcome.
+struct Case {
+    name: &'static str,
+    service_account: Option<Pairs>,
+    namespace: Option<Pairs>,
+    pod: Pairs,
+    config: fn() -> Defaults,
+    expect: Expect,
+}
+
+enum Expect {
+    /// Admitted, with a plan holding every field.
+    Plan(&'static [Field]),
+    /// Refused at `by`, with a message holding every `says` and no `never`.
+    Denied {
+        by: Stage,
+        says: &'static [&'static str],
+        never: &'static [&'static str],
+    },
+}
+
+#[derive(Debug)]
+enum Field {
+    ClientId(&'static str),
+    TenantId(&'static str),
+    TokenExpiration(u32),
+    Egress(contract::Egress),
+    ServicebusNamespace(&'static str),
+    /// The admitted pod's patch contains this text.
+    PatchContains(&'static str),
+}
+
+impl Field {
+    fn holds(&self, plan: &InjectionPlan, patch: &str) -> bool {
+        match self {
+            Field::ClientId(id) => plan.client_id.as_str() == *id,
+            Field::TenantId(id) => plan.tenant_id.as_ref().map(TenantId::as_str) == Some(*id),
+            Field::TokenExpiration(s) => plan.token_expiration.seconds() == *s,
+            Field::Egress(e) => plan.egress == *e,
+            Field::ServicebusNamespace(ns) => plan.servicebus_namespace.short() == *ns,
+            Field::PatchContains(text) => patch.contains(text),
+        }
+    }
+}
+
+const MESH: Pairs = &[("istio-injection", "enabled")];
+const SA_BOTH_CLIENTS: Pairs = &[
+    (keys::CLIENT_ID, SA_SBMESH_CLIENT),
+    (keys::AWI_CLIENT_ID, SA_AWI_CLIENT),
+];
+const NS_CLIENT_ONLY: Pairs = &[(keys::CLIENT_ID, NS_CLIENT)];
+const NS_SERVICEBUS: Pairs = &[(keys::SERVICEBUS_NAMESPACE, "payments-prod")];
+
+const CASES: &[Case] = &[
+    Case {
+        name: "pod annotation wins over ServiceAccount, Namespace and config",
+        service_account: Some(SA_BOTH_CLIENTS),
+        namespace: Some(NS_CLIENT_ONLY),
+        pod: &[(keys::CLIENT_ID, POD_CLIENT)],
+        config: defaults,
+        expect: Expect::Plan(&[Field::ClientId(POD_CLIENT)]),
+    },
+    Case {
+        name: "ServiceAccount sbmesh.io annotation wins over its AWI annotation, Namespace and \
+               config",
+        service_account: Some(SA_BOTH_CLIENTS),
+        namespace: Some(NS_CLIENT_ONLY),
+        pod: &[],
+        config: defaults,
+        expect: Expect::Plan(&[Field::ClientId(SA_SBMESH_CLIENT)]),
+    },
+    Case {
+        name: "ServiceAccount AWI annotations supply client, tenant and token expiration",
+        service_account: Some(&[
+            (keys::AWI_CLIENT_ID, SA_AWI_CLIENT),
+            (keys::AWI_TENANT_ID, SA_AWI_TENANT),
+            (keys::AWI_TOKEN_EXPIRATION, "7200"),
+        ]),
+        namespace: Some(NS_CLIENT_ONLY),
+        pod: &[],
+        config: defaults,
+        expect: Expect::Plan(&[
+            Field::ClientId(SA_AWI_CLIENT),
+            Field::TenantId(SA_AWI_TENANT),
+            Field::TokenExpiration(7200),
+        ]),
+    },
+    Case {
+        name: "Namespace annotation wins over config",
+        service_account: Some(&[]),
+        namespace: Some(&[(keys::CLIENT_ID, NS_CLIENT), (keys::EGRESS, "bypass")]),
+        pod: &[],
+        config: defaults,
+        expect: Expect::Plan(&[
+            Field::ClientId(NS_CLIENT),
+            Field::Egress(contract::Egress::Bypass),
+        ]),
+    },
+    Case {
+        name: "Namespace annotation sets the Service Bus namespace default",
+        service_account: Some(&[]),
+        namespace: Some(NS_SERVICEBUS),
+        pod: &[],
+        config: defaults,
+        expect: Expect::Plan(&[
+            Field::ServicebusNamespace("payments-prod"),
+            Field::PatchContains("payments-prod.servicebus.windows.net"),
+        ]),
+    },
+    Case {
+        name: "ServiceAccount overrides the Namespace's Service Bus namespace",
+        service_account: Some(&[(keys::SERVICEBUS_NAMESPACE, "billing-prod")]),
+        namespace: Some(NS_SERVICEBUS),
+        pod: &[],
+        config: defaults,
+        expect: Expect::Plan(&[Field::ServicebusNamespace("billing-prod")]),
+    },
+    Case {
+        name: "pod overrides the Namespace's Service Bus namespace",
+        service_account: Some(&[]),
+        namespace: Some(NS_SERVICEBUS),
+        pod: &[(keys::SERVICEBUS_NAMESPACE, "pod-choice")],
+        config: defaults,
+        expect: Expect::Plan(&[Field::ServicebusNamespace("pod-choice")]),
+    },
+    Case {
+        name: "config is consulted last",
+        service_account: Some(&[]),
+        namespace: Some(&[]),
+        pod: &[],
+        config: defaults,
+        expect: Expect::Plan(&[
+            Field::ClientId(CONFIG_CLIENT),
+            Field::TenantId(CONFIG_TENANT),
+            Field::ServicebusNamespace("config-default"),
+        ]),
+    },
+    Case {
+        name: "denial for a missing parameter says ServiceAccount and Namespace were consulted",
+        service_account: Some(&[]),
+        namespace: Some(&[]),
+        pod: &[],
+        config: Defaults::default,
+        expect: Expect::Denied {
+            by: Stage::Plan,
+            says: &["ServiceAccount payments/orders"],
+            never: &["not consulted"],
+        },
+    },
+    Case {
+        name: "missing ServiceAccount is denied naming it",
+        service_account: None,
+        namespace: Some(&[]),
+        pod: &[],
+        config: defaults,
+        expect: Expect::Denied {
+            by: Stage::Lookup,
+            says: &["ServiceAccount payments/orders does not exist"],
+            never: &[],
+        },
+    },
+    Case {
+        name: "missing Namespace is denied naming it",
+        service_account: Some(&[]),
+        namespace: None,
+        pod: &[],
+        config: defaults,
+        expect: Expect::Denied {
+            by: Stage::Lookup,
+            says: &["Namespace payments does not exist"],
+            never: &[],
+        },
+    },
+];
+
 #[tokio::test]
-async fn pod_annotation_wins_over_service_account_namespace_and_config() {
+async fn resolution_order() {
+    let mut failures = Vec::new();
+    for case in CASES {
+        for problem in run_case(case).await {
+            failures.push(format!("{}: {problem}", case.name));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// Runs one case against its own fake API server; returns what did not match.
+async fn run_case(case: &Case) -> Vec<String> {
     let fake = FakeApiServer::start().await;
-    fake.put(
-        Res::ServiceAccounts,
-        service_account(
-            NS,
-            "orders",
-            &[
-                (keys::CLIENT_ID, SA_SBMESH_CLIENT),
-                (keys::AWI_CLIENT_ID, SA_AWI_CLIENT),
-            ],
-        ),
-    );
-    fake.put(
-        Res::Namespaces,
-        namespace(NS, &[(keys::CLIENT_ID, NS_CLIENT)], &[]),
-    );
+    if let Some(annotations) = case.service_account {
+        fake.put(
+            Res::ServiceAccounts,
+            service_account(NS, "orders", annotations),
+        );
+    }
+    if let Some(annotations) = case.namespace {
+        fake.put(Res::Namespaces, namespace(NS, annotations, MESH));
+    }
     let cluster = ready_cluster(&fake, IdentityModeSetting::Inject).await;
+    let pod = pod("orders", case.pod);
+    let config = (case.config)();
 
-    let plan = plan_for(&cluster, &pod("orders", &[(keys::CLIENT_ID, POD_CLIENT)]))
-        .await
-        .expect("plan");
-    assert_eq!(plan.client_id.as_str(), POD_CLIENT);
-}
-
-#[tokio::test]
-async fn service_account_sbmesh_annotation_wins_over_its_awi_annotation_namespace_and_config() {
-    let fake = FakeApiServer::start().await;
-    fake.put(
-        Res::ServiceAccounts,
-        service_account(
-            NS,
-            "orders",
-            &[
-                (keys::CLIENT_ID, SA_SBMESH_CLIENT),
-                (keys::AWI_CLIENT_ID, SA_AWI_CLIENT),
-            ],
-        ),
-    );
-    fake.put(
-        Res::Namespaces,
-        namespace(NS, &[(keys::CLIENT_ID, NS_CLIENT)], &[]),
-    );
-    let cluster = ready_cluster(&fake, IdentityModeSetting::Inject).await;
-
-    let plan = plan_for(&cluster, &pod("orders", &[])).await.expect("plan");
-    assert_eq!(plan.client_id.as_str(), SA_SBMESH_CLIENT);
-}
-
-#[tokio::test]
-async fn service_account_awi_annotations_supply_client_tenant_and_token_expiration() {
-    let fake = FakeApiServer::start().await;
-    fake.put(
-        Res::ServiceAccounts,
-        service_account(
-            NS,
-            "orders",
-            &[
-                (keys::AWI_CLIENT_ID, SA_AWI_CLIENT),
-                (keys::AWI_TENANT_ID, SA_AWI_TENANT),
-                (keys::AWI_TOKEN_EXPIRATION, "7200"),
-            ],
-        ),
-    );
-    fake.put(
-        Res::Namespaces,
-        namespace(NS, &[(keys::CLIENT_ID, NS_CLIENT)], &[]),
-    );
-    let cluster = ready_cluster(&fake, IdentityModeSetting::Inject).await;
-
-    let plan = plan_for(&cluster, &pod("orders", &[])).await.expect("plan");
-    assert_eq!(plan.client_id.as_str(), SA_AWI_CLIENT);
-    assert_eq!(
-        plan.tenant_id.as_ref().map(TenantId::as_str),
-        Some(SA_AWI_TENANT)
-    );
-    assert_eq!(plan.token_expiration.seconds(), 7200);
-}
-
-#[tokio::test]
-async fn namespace_annotation_wins_over_config() {
-    let fake = FakeApiServer::start().await;
-    fake.put(Res::ServiceAccounts, service_account(NS, "orders", &[]));
-    fake.put(
-        Res::Namespaces,
-        namespace(
-            NS,
-            &[(keys::CLIENT_ID, NS_CLIENT), (keys::EGRESS, "bypass")],
-            &[],
-        ),
-    );
-    let cluster = ready_cluster(&fake, IdentityModeSetting::Inject).await;
-
-    let plan = plan_for(&cluster, &pod("orders", &[])).await.expect("plan");
-    assert_eq!(plan.client_id.as_str(), NS_CLIENT);
-    assert_eq!(plan.egress, contract::Egress::Bypass);
-}
-
-#[tokio::test]
-async fn namespace_annotation_sets_the_servicebus_namespace_default() {
-    let fake = FakeApiServer::start().await;
-    fake.put(Res::ServiceAccounts, service_account(NS, "orders", &[]));
-    fake.put(
-        Res::ServiceAccounts,
-        service_account(
-            NS,
-            "billing",
-            &[(keys::SERVICEBUS_NAMESPACE, "billing-prod")],
-        ),
-    );
-    fake.put(
-        Res::Namespaces,
-        namespace(NS, &[(keys::SERVICEBUS_NAMESPACE, "payments-prod")], &[]),
-    );
-    let cluster = ready_cluster(&fake, IdentityModeSetting::Inject).await;
-
-    let plan = plan_for(&cluster, &pod("orders", &[])).await.expect("plan");
-    assert_eq!(plan.servicebus_namespace.short(), "payments-prod");
-    let response = admit(&cluster, &pod("orders", &[])).await;
-    assert!(patch_text(&response).contains("payments-prod.servicebus.windows.net"));
-
-    // The ServiceAccount and the pod still override the Namespace default.
-    let plan = plan_for(&cluster, &pod("billing", &[]))
-        .await
-        .expect("plan");
-    assert_eq!(plan.servicebus_namespace.short(), "billing-prod");
-    let plan = plan_for(
-        &cluster,
-        &pod("orders", &[(keys::SERVICEBUS_NAMESPACE, "pod-choice")]),
-    )
-    .await
-    .expect("plan");
-    assert_eq!(plan.servicebus_namespace.short(), "pod-choice");
-}
-
-#[tokio::test]
-async fn config_is_consulted_last() {
-    let fake = fake_with_namespace().await;
-    fake.put(Res::ServiceAccounts, service_account(NS, "orders", &[]));
-    let cluster = ready_cluster(&fake, IdentityModeSetting::Inject).await;
-
-    let plan = plan_for(&cluster, &pod("orders", &[])).await.expect("plan");
-    assert_eq!(plan.client_id.as_str(), CONFIG_CLIENT);
-    assert_eq!(
-        plan.tenant_id.as_ref().map(TenantId::as_str),
-        Some(CONFIG_TENANT)
-    );
-    assert_eq!(plan.servicebus_namespace.short(), "config-default");
-}
-
-#[tokio::test]
-async fn denial_for_a_missing_parameter_says_service_account_and_namespace_were_consulted() {
-    let fake = fake_with_namespace().await;
-    fake.put(Res::ServiceAccounts, service_account(NS, "orders", &[]));
-    let cluster = ready_cluster(&fake, IdentityModeSetting::Inject).await;
-    let facts = cluster.facts(NS, "orders").await.expect("facts");
-
-    let no_config = Defaults::default();
-    let denial = contract::plan(&pod("orders", &[]), NS, &facts.context(), &no_config)
-        .expect_err("no namespace anywhere");
-    assert!(
-        denial.message.contains("ServiceAccount payments/orders"),
-        "{}",
-        denial.message
-    );
-    assert!(
-        !denial.message.contains("not consulted"),
-        "{}",
-        denial.message
-    );
+    match (&case.expect, plan_with(&cluster, &pod, &config).await) {
+        (Expect::Plan(fields), Ok(plan)) => {
+            let patch = patch_text(&admit_with(&cluster, &pod, &config).await);
+            fields
+                .iter()
+                .filter(|f| !f.holds(&plan, &patch))
+                .map(|f| format!("expected {f:?}; the plan is {plan:?}; the patch is {patch}"))
+                .collect()
+        }
+        (Expect::Denied { by, says, never }, Err((stage, denial))) => {
+            let text = denial_text(&denial);
+            let mut problems = Vec::new();
+            if stage != *by {
+                problems.push(format!("denied by {stage:?}, not {by:?}: {text}"));
+            }
+            problems.extend(
+                says.iter()
+                    .filter(|s| !text.contains(*s))
+                    .map(|s| format!("the denial lacks {s:?}: {text}")),
+            );
+            problems.extend(
+                never
+                    .iter()
+                    .filter(|s| text.contains(*s))
+                    .map(|s| format!("the denial holds {s:?}: {text}")),
+            );
+            problems
+        }
+        (Expect::Plan(_), Err((stage, denial))) => {
+            vec![format!("denied by {stage:?}: {}", denial_text(&denial))]
+        }
+        (Expect::Denied { .. }, Ok(plan)) => vec![format!("admitted with {plan:?}")],
+    }
 }
 
 #[tokio::test]
@@ -460,7 +547,7 @@ async fn service_account_added_after_start_is_used_from_the_cache_without_a_get(
         Res::ServiceAccounts,
         service_account(NS, "orders", &[(keys::AWI_CLIENT_ID, SA_AWI_CLIENT)]),
     );
-    eventually("the watch event reached the cache", || async {
+    eventually(DEADLINE, "the watch event reached the cache", || async {
         (objects(&cluster, "serviceaccounts") == 1).then_some(())
     })
     .await;
@@ -483,7 +570,7 @@ async fn service_account_modified_after_start_is_seen_from_the_cache() {
         Res::ServiceAccounts,
         service_account(NS, "orders", &[(keys::AWI_CLIENT_ID, SA_SBMESH_CLIENT)]),
     );
-    let plan = eventually("the MODIFIED event reached the cache", || async {
+    let plan = eventually(DEADLINE, "the MODIFIED event reached the cache", || async {
         let plan = plan_for(&cluster, &pod("orders", &[])).await.expect("plan");
         (plan.client_id.as_str() == SA_SBMESH_CLIENT).then_some(plan)
     })
@@ -533,11 +620,9 @@ async fn missing_service_account_is_denied_naming_it() {
         .await
         .expect_err("no such ServiceAccount");
     assert!(
-        denial
-            .message
-            .contains("ServiceAccount payments/ghost does not exist"),
+        denial_text(&denial).contains("ServiceAccount payments/ghost does not exist"),
         "{}",
-        denial.message
+        denial_text(&denial)
     );
     let response = admit(&cluster, &pod("ghost", &[])).await;
     assert_eq!(response.status.as_ref().map(|s| s.0), Some(403));
@@ -551,34 +636,15 @@ async fn deleted_service_account_is_denied_after_its_delete_event() {
     let cluster = ready_cluster(&fake, IdentityModeSetting::Inject).await;
 
     fake.delete(Res::ServiceAccounts, NS, "orders");
-    eventually("the DELETED event reached the cache", || async {
+    eventually(DEADLINE, "the DELETED event reached the cache", || async {
         (objects(&cluster, "serviceaccounts") == 0).then_some(())
     })
     .await;
     let denial = cluster.facts(NS, "orders").await.expect_err("deleted");
     assert!(
-        denial
-            .message
-            .contains("ServiceAccount payments/orders does not exist"),
+        denial_text(&denial).contains("ServiceAccount payments/orders does not exist"),
         "{}",
-        denial.message
-    );
-}
-
-#[tokio::test]
-async fn missing_namespace_is_denied_naming_it() {
-    let fake = FakeApiServer::start().await;
-    fake.put(Res::ServiceAccounts, service_account(NS, "orders", &[]));
-    let cluster = ready_cluster(&fake, IdentityModeSetting::Inject).await;
-
-    let denial = cluster
-        .facts(NS, "orders")
-        .await
-        .expect_err("no such Namespace");
-    assert!(
-        denial.message.contains("Namespace payments does not exist"),
-        "{}",
-        denial.message
+        denial_text(&denial)
     );
 }
 
@@ -593,16 +659,16 @@ async fn api_server_down_during_a_get_is_a_denial_with_the_reason() {
         .await
         .expect_err("API server is gone");
     assert!(
-        denial
-            .message
-            .contains("cannot read ServiceAccount payments/orders"),
+        denial_text(&denial).contains("cannot read ServiceAccount payments/orders"),
         "{}",
-        denial.message
+        denial_text(&denial)
     );
     assert!(
-        denial.message.to_ascii_lowercase().contains("connect"),
+        denial_text(&denial)
+            .to_ascii_lowercase()
+            .contains("connect"),
         "the reason names the connection failure: {}",
-        denial.message
+        denial_text(&denial)
     );
 }
 
@@ -611,19 +677,16 @@ async fn api_server_silent_during_a_get_is_a_denial_after_the_lookup_timeout() {
     let fake = fake_with_namespace().await;
     let timeout = Duration::from_millis(300);
     let cluster = Cluster::start_with_client(fake.client(), IdentityModeSetting::Inject, timeout);
-    eventually("every cache has synced", || async {
-        cluster.ready().then_some(())
-    })
-    .await;
+    until_ready(&cluster).await;
     fake.stall_gets(true);
 
     let started = Instant::now();
     let denial = cluster.facts(NS, "orders").await.expect_err("no answer");
     let took = started.elapsed();
     assert!(
-        denial.message.contains("no answer within 0.3s"),
+        denial_text(&denial).contains("no answer within 0.3s"),
         "{}",
-        denial.message
+        denial_text(&denial)
     );
     assert!(took >= timeout && took < timeout * 5, "took {took:?}");
 }
@@ -636,16 +699,14 @@ async fn forbidden_get_is_a_denial_naming_the_rbac_sbmesh_needs() {
 
     let denial = cluster.facts(NS, "orders").await.expect_err("forbidden");
     assert!(
-        denial.message.contains("403 Forbidden"),
+        denial_text(&denial).contains("403 Forbidden"),
         "{}",
-        denial.message
+        denial_text(&denial)
     );
     assert!(
-        denial
-            .message
-            .contains("get, list and watch on serviceaccounts"),
+        denial_text(&denial).contains("get, list and watch on serviceaccounts"),
         "{}",
-        denial.message
+        denial_text(&denial)
     );
 }
 
@@ -653,7 +714,7 @@ async fn forbidden_get_is_a_denial_naming_the_rbac_sbmesh_needs() {
 async fn dropped_watch_resumes_from_its_resource_version_without_a_relist() {
     let fake = fake_with_namespace().await;
     let cluster = ready_cluster(&fake, IdentityModeSetting::Inject).await;
-    eventually("the ServiceAccount watch is open", || async {
+    eventually(DEADLINE, "the ServiceAccount watch is open", || async {
         (fake.open_watches(Res::ServiceAccounts) == 1).then_some(())
     })
     .await;
@@ -673,9 +734,11 @@ async fn dropped_watch_resumes_from_its_resource_version_without_a_relist() {
         service_account(NS, "orders", &[(keys::AWI_CLIENT_ID, SA_AWI_CLIENT)]),
     );
 
-    eventually("the event after the drop reached the cache", || async {
-        (objects(&cluster, "serviceaccounts") == 1).then_some(())
-    })
+    eventually(
+        DEADLINE,
+        "the event after the drop reached the cache",
+        || async { (objects(&cluster, "serviceaccounts") == 1).then_some(()) },
+    )
     .await;
     assert_eq!(
         watch_uris(),
@@ -734,7 +797,7 @@ async fn not_ready_until_every_cache_has_synced() {
     fake.hold_lists(true);
     let cluster =
         Cluster::start_with_client(fake.client(), IdentityModeSetting::Auto, LOOKUP_TIMEOUT);
-    eventually("all three lists are in flight", || async {
+    eventually(DEADLINE, "all three lists are in flight", || async {
         Res::ALL
             .iter()
             .all(|r| fake.count(Verb::List, *r) > 0)
@@ -754,7 +817,7 @@ async fn not_ready_until_every_cache_has_synced() {
     assert_eq!(cluster.identity_mode(), None);
 
     fake.hold_lists(false);
-    eventually("ready", || async { cluster.ready().then_some(()) }).await;
+    until_ready(&cluster).await;
     assert_eq!(
         cluster.cache_states(),
         [
@@ -833,7 +896,7 @@ async fn auto_identity_delegates_while_the_awi_webhook_configuration_exists() {
         Res::MutatingWebhookConfigurations,
         awi_webhook_configuration(),
     );
-    eventually("auto switched to delegate", || async {
+    eventually(DEADLINE, "auto switched to delegate", || async {
         (cluster.identity_mode() == Some(IdentityMode::Delegate)).then_some(())
     })
     .await;
@@ -865,7 +928,7 @@ async fn auto_identity_delegates_while_the_awi_webhook_configuration_exists() {
         "",
         "azure-wi-webhook-mutating-webhook-configuration",
     );
-    eventually("auto switched back to inject", || async {
+    eventually(DEADLINE, "auto switched back to inject", || async {
         (cluster.identity_mode() == Some(IdentityMode::Inject)).then_some(())
     })
     .await;
@@ -891,7 +954,7 @@ async fn auto_identity_follows_the_awi_webhook_removed_from_a_configuration() {
     let mut emptied = awi_webhook_configuration();
     emptied["webhooks"] = json!([]);
     fake.put(Res::MutatingWebhookConfigurations, emptied);
-    eventually("auto switched to inject", || async {
+    eventually(DEADLINE, "auto switched to inject", || async {
         (cluster.identity_mode() == Some(IdentityMode::Inject)).then_some(())
     })
     .await;
@@ -913,11 +976,9 @@ async fn auto_identity_before_the_first_list_is_a_denial_not_a_guess() {
         .await
         .expect_err("identity unknown");
     assert!(
-        denial
-            .message
-            .contains("identity mode auto cannot tell yet"),
+        denial_text(&denial).contains("identity mode auto cannot tell yet"),
         "{}",
-        denial.message
+        denial_text(&denial)
     );
 }
 
@@ -951,19 +1012,14 @@ async fn cluster_off_consults_only_the_pod_and_the_config() {
         Some(IdentityMode::Inject),
         "auto without a cluster injects"
     );
-    let denial = contract::plan(
-        &pod("orders", &[]),
-        NS,
-        &facts.context(),
-        &Defaults::default(),
-    )
-    .expect_err("no namespace");
+    let (stage, denial) = plan_with(&cluster, &pod("orders", &[]), &Defaults::default())
+        .await
+        .expect_err("no namespace");
+    assert_eq!(stage, Stage::Plan);
     assert!(
-        denial
-            .message
-            .contains("not consulted: cluster lookups are off"),
+        denial_text(&denial).contains("not consulted: cluster lookups are off"),
         "{}",
-        denial.message
+        denial_text(&denial)
     );
 }
 
@@ -1022,7 +1078,7 @@ async fn cluster_on_starts_when_the_api_server_answers() {
     .await
     .expect("on");
     assert!(fake.requests().iter().any(|r| r.uri == "/version"));
-    eventually("ready", || async { cluster.ready().then_some(()) }).await;
+    until_ready(&cluster).await;
     assert!(cluster.lookups_enabled());
     cluster.facts(NS, "orders").await.expect("facts");
 }
@@ -1129,10 +1185,7 @@ async fn cache_memory_with_10000_service_accounts() {
     let heap_before = live_heap_kib();
 
     let cluster = Cluster::start_with_client(client, IdentityModeSetting::Inject, LOOKUP_TIMEOUT);
-    eventually("every cache has synced", || async {
-        cluster.ready().then_some(())
-    })
-    .await;
+    until_ready(&cluster).await;
     assert_eq!(objects(&cluster, "serviceaccounts"), SERVICE_ACCOUNTS);
     let synced = vm_rss_kib();
     release_free_heap();

@@ -1,24 +1,23 @@
-//! Cluster-wide, metadata-only caches of ServiceAccounts and Namespaces, fed by kube's watcher
-//! (list, then watch, reconnecting with backoff). Each object is cut down to what the contract
+//! Cluster-wide, metadata-only caches of ServiceAccounts and Namespaces, fed by the shared watch
+//! loop (list, then watch, reconnecting with backoff). Each object is cut down to what the contract
 //! reads — its name, the annotations under our prefixes and, for Namespaces, the labels — as it
 //! arrives, so 10,000 ServiceAccounts cost a few megabytes rather than a full `ObjectMeta` each.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
-use std::pin::pin;
+use std::marker::PhantomData;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, ObjectMeta, PartialObjectMeta};
-use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use super::lookup;
+use super::watch::Store;
 use crate::contract::Denial;
 
 /// Annotation prefixes the contract reads on a ServiceAccount or Namespace; everything else
@@ -168,51 +167,13 @@ impl Cache {
     {
         let objects: Arc<RwLock<Objects>> = Arc::default();
         let synced = Arc::new(watch::channel(false).0);
-        let api: Api<PartialObjectMeta<K>> = Api::all(client);
-        // Default config: paginated lists (500 per page, which bounds what a relist of a large
-        // cluster holds at once), bookmarks on.
-        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
-        let (writer, flag) = (objects.clone(), synced.clone());
-        let task = tokio::spawn(async move {
-            let mut stream = pin!(stream);
-            // A (re)list is buffered and swapped in whole at its end, so objects deleted while
-            // the watch was down disappear and readers never see a half-listed cache.
-            let mut listing: Option<Objects> = None;
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(watcher::Event::Init) => listing = Some(Objects::new()),
-                    Ok(watcher::Event::InitApply(o)) => {
-                        insert(
-                            listing.get_or_insert_with(Objects::new),
-                            &o.metadata,
-                            keep_labels,
-                        );
-                    }
-                    Ok(watcher::Event::InitDone) => {
-                        let mut listed = listing.take().unwrap_or_default();
-                        listed.values_mut().for_each(HashMap::shrink_to_fit);
-                        listed.shrink_to_fit();
-                        let n = count(&listed);
-                        *write(&writer) = listed;
-                        if !flag.send_replace(true) {
-                            tracing::info!(cache, objects = n, "cache synced");
-                        } else {
-                            tracing::debug!(cache, objects = n, "cache relisted");
-                        }
-                    }
-                    Ok(watcher::Event::Apply(o)) => {
-                        insert(&mut write(&writer), &o.metadata, keep_labels)
-                    }
-                    Ok(watcher::Event::Delete(o)) => remove(&mut write(&writer), &o.metadata),
-                    Err(e) => tracing::warn!(
-                        cache,
-                        error = %lookup::describe_watch_error(&e),
-                        "watch failed; reconnecting with backoff (the cache keeps serving what it has)"
-                    ),
-                }
-            }
-        });
-        tasks.push(task.abort_handle());
+        let store = Feed::<K> {
+            objects: objects.clone(),
+            listing: None,
+            keep_labels,
+            kind: PhantomData,
+        };
+        super::watch::spawn(Api::all(client), cache, store, synced.clone(), tasks);
         Cache { objects, synced }
     }
 
@@ -229,6 +190,47 @@ impl Cache {
 
     fn len(&self) -> usize {
         count(&read(&self.objects))
+    }
+}
+
+/// The watch's side of one [`Cache`]: slims each object as it arrives.
+struct Feed<K> {
+    objects: Arc<RwLock<Objects>>,
+    /// The (re)list in progress, swapped in whole at its end.
+    listing: Option<Objects>,
+    keep_labels: bool,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K: Send + 'static> Store for Feed<K> {
+    type Object = PartialObjectMeta<K>;
+    const WHILE_DOWN: &'static str = "the cache keeps serving what it has";
+
+    fn begin_relist(&mut self) {
+        self.listing = Some(Objects::new());
+    }
+
+    fn relist_apply(&mut self, o: PartialObjectMeta<K>) {
+        let listing = self.listing.get_or_insert_with(Objects::new);
+        insert(listing, &o.metadata, self.keep_labels);
+    }
+
+    fn finish_relist(&mut self) -> usize {
+        let mut listed = self.listing.take().unwrap_or_default();
+        // The list grew these maps one insert at a time; they are read-mostly from now on.
+        listed.values_mut().for_each(HashMap::shrink_to_fit);
+        listed.shrink_to_fit();
+        let n = count(&listed);
+        *write(&self.objects) = listed;
+        n
+    }
+
+    fn apply(&mut self, o: PartialObjectMeta<K>) {
+        insert(&mut write(&self.objects), &o.metadata, self.keep_labels);
+    }
+
+    fn delete(&mut self, o: PartialObjectMeta<K>) {
+        remove(&mut write(&self.objects), &o.metadata);
     }
 }
 
@@ -272,4 +274,92 @@ fn read(lock: &RwLock<Objects>) -> std::sync::RwLockReadGuard<'_, Objects> {
 
 fn write(lock: &RwLock<Objects>) -> std::sync::RwLockWriteGuard<'_, Objects> {
     lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::PartialObjectMetaExt as _;
+
+    use super::*;
+
+    fn meta(namespace: Option<&str>, name: &str, annotations: &[(&str, &str)]) -> ObjectMeta {
+        let pairs = |p: &[(&str, &str)]| -> BTreeMap<String, String> {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: namespace.map(Into::into),
+            annotations: Some(pairs(annotations)),
+            labels: Some(pairs(&[("team", "payments")])),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn feed<K>(keep_labels: bool) -> (Feed<K>, Cache) {
+        let objects: Arc<RwLock<Objects>> = Arc::default();
+        let feed = Feed {
+            objects: objects.clone(),
+            listing: None,
+            keep_labels,
+            kind: PhantomData,
+        };
+        let cache = Cache {
+            objects,
+            synced: Arc::new(watch::channel(false).0),
+        };
+        (feed, cache)
+    }
+
+    #[test]
+    fn relist_is_buffered_then_replaces_the_cache() {
+        let (mut feed, cache) = feed::<ServiceAccount>(false);
+        feed.apply(meta(Some("a"), "gone", &[]).into_response_partial());
+        feed.begin_relist();
+        feed.relist_apply(meta(Some("a"), "orders", &[]).into_response_partial());
+        feed.relist_apply(meta(Some("b"), "billing", &[]).into_response_partial());
+        assert!(cache.get("a", "gone").is_some(), "served while relisting");
+        assert!(
+            cache.get("a", "orders").is_none(),
+            "not before the list ends"
+        );
+
+        assert_eq!(feed.finish_relist(), 2);
+        assert!(
+            cache.get("a", "gone").is_none(),
+            "deleted while the watch was down"
+        );
+        assert!(cache.get("a", "orders").is_some() && cache.get("b", "billing").is_some());
+
+        feed.delete(meta(Some("b"), "billing", &[]).into_response_partial());
+        assert_eq!(cache.len(), 1);
+        assert!(
+            read(&cache.objects).get("b").is_none(),
+            "empty namespaces go"
+        );
+    }
+
+    #[test]
+    fn only_our_annotations_and_namespace_labels_are_kept() {
+        let annotations = [
+            ("sbmesh.io/queues", "orders"),
+            ("azure.workload.identity/client-id", "id"),
+            ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
+        ];
+        let (mut sas, sa_cache) = feed::<ServiceAccount>(false);
+        sas.apply(meta(Some("a"), "orders", &annotations).into_response_partial());
+        let sa = sa_cache.get("a", "orders").unwrap_or_default();
+        assert_eq!(
+            sa.annotations.keys().collect::<Vec<_>>(),
+            ["azure.workload.identity/client-id", "sbmesh.io/queues"]
+        );
+        assert!(sa.labels.is_empty());
+
+        let (mut nss, ns_cache) = feed::<Namespace>(true);
+        nss.apply(meta(None, "a", &annotations).into_response_partial());
+        let ns = ns_cache.get("", "a").unwrap_or_default();
+        assert_eq!(ns.annotations.len(), 2);
+        assert_eq!(ns.labels.get("team").map(String::as_str), Some("payments"));
+    }
 }

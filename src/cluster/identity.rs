@@ -4,14 +4,11 @@
 //! caBundles are large and useless here).
 
 use std::collections::HashMap;
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, ResourceExt as _};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -19,7 +16,7 @@ use tokio::task::AbortHandle;
 use crate::contract::IdentityMode;
 use crate::denial::{Denial, Unavailable};
 
-use super::lookup;
+use super::watch::Store;
 
 /// The webhook name the Azure Workload Identity chart registers.
 pub const AWI_WEBHOOK_NAME: &str = "mutation.azure-workload-identity.io";
@@ -64,67 +61,33 @@ fn not_synced() -> Denial {
 }
 
 pub(super) struct AwiDetector {
-    synced: watch::Sender<bool>,
+    synced: Arc<watch::Sender<bool>>,
     delegate: AtomicBool,
     configurations: AtomicUsize,
 }
 
 impl AwiDetector {
     pub fn start(client: Client, tasks: &mut Vec<AbortHandle>) -> Arc<Self> {
+        let synced = Arc::new(watch::channel(false).0);
         let detector = Arc::new(AwiDetector {
-            synced: watch::channel(false).0,
+            synced: synced.clone(),
             delegate: AtomicBool::new(false),
             configurations: AtomicUsize::new(0),
         });
-        let api: Api<MutatingWebhookConfiguration> = Api::all(client);
-        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
-        let d = detector.clone();
-        let task = tokio::spawn(async move {
-            let mut stream = pin!(stream);
-            // Configuration name → whether it holds the AWI webhook. `listing` buffers a
-            // relist so that the verdict flips only on complete knowledge.
-            let mut seen: HashMap<String, bool> = HashMap::new();
-            let mut listing: HashMap<String, bool> = HashMap::new();
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(watcher::Event::Init) => listing.clear(),
-                    Ok(watcher::Event::InitApply(c)) => {
-                        listing.insert(c.name_any(), holds_awi(&c));
-                    }
-                    Ok(watcher::Event::InitDone) => {
-                        seen = std::mem::take(&mut listing);
-                        d.update(&seen);
-                        if !d.synced.send_replace(true) {
-                            tracing::info!(
-                                cache = CACHE_NAME,
-                                objects = seen.len(),
-                                "cache synced"
-                            );
-                        }
-                    }
-                    Ok(watcher::Event::Apply(c)) => {
-                        seen.insert(c.name_any(), holds_awi(&c));
-                        d.update(&seen);
-                    }
-                    Ok(watcher::Event::Delete(c)) => {
-                        seen.remove(&c.name_any());
-                        d.update(&seen);
-                    }
-                    Err(e) => tracing::warn!(
-                        cache = CACHE_NAME,
-                        error = %lookup::describe_watch_error(&e),
-                        "watch failed; reconnecting with backoff (the identity mode stays as it was)"
-                    ),
-                }
-            }
-        });
-        tasks.push(task.abort_handle());
+        let verdicts = Verdicts {
+            detector: detector.clone(),
+            seen: HashMap::new(),
+            listing: HashMap::new(),
+        };
+        super::watch::spawn(Api::all(client), CACHE_NAME, verdicts, synced, tasks);
         detector
     }
 
     fn update(&self, seen: &HashMap<String, bool>) {
         self.configurations.store(seen.len(), Ordering::Relaxed);
         let delegate = seen.values().any(|holds| *holds);
+        // The first list is always logged: the watch loop sets `synced` only after
+        // `finish_relist` has called this.
         if self.delegate.swap(delegate, Ordering::AcqRel) != delegate || !*self.synced.borrow() {
             let holders: Vec<&str> = seen
                 .iter()
@@ -160,6 +123,43 @@ impl AwiDetector {
                 IdentityMode::Inject
             }
         })
+    }
+}
+
+/// The watch's side of the detector: configuration name → whether it holds the AWI webhook.
+/// A relist is buffered in `listing` so that the verdict flips only on complete knowledge.
+struct Verdicts {
+    detector: Arc<AwiDetector>,
+    seen: HashMap<String, bool>,
+    listing: HashMap<String, bool>,
+}
+
+impl Store for Verdicts {
+    type Object = MutatingWebhookConfiguration;
+    const WHILE_DOWN: &'static str = "the identity mode stays as it was";
+
+    fn begin_relist(&mut self) {
+        self.listing.clear();
+    }
+
+    fn relist_apply(&mut self, c: MutatingWebhookConfiguration) {
+        self.listing.insert(c.name_any(), holds_awi(&c));
+    }
+
+    fn finish_relist(&mut self) -> usize {
+        self.seen = std::mem::take(&mut self.listing);
+        self.detector.update(&self.seen);
+        self.seen.len()
+    }
+
+    fn apply(&mut self, c: MutatingWebhookConfiguration) {
+        self.seen.insert(c.name_any(), holds_awi(&c));
+        self.detector.update(&self.seen);
+    }
+
+    fn delete(&mut self, c: MutatingWebhookConfiguration) {
+        self.seen.remove(&c.name_any());
+        self.detector.update(&self.seen);
     }
 }
 
