@@ -1,6 +1,7 @@
 //! The mutation core end to end, in process: AdmissionReview bytes → parse → plan → mutate →
 //! response JSON, on the bodies in `support` (per byte, so growth with pod size is visible),
-//! and `contract::plan` and `mutate::mutate` alone on the typical pod.
+//! and the stages alone on the typical pod: parse, `contract::plan`, `mutate::mutate`,
+//! `core::admit` (plan and mutate) and the response encoding.
 //!
 //! `cargo bench --bench mutation` (about a minute); `-- --quick` for a rough pass.
 
@@ -10,10 +11,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use serde_json::Value;
-
 use sbmesh::admission;
 use sbmesh::contract::{self, Context, Decision, IdentityMode};
+use sbmesh::core;
 use sbmesh::mutate;
 
 fn end_to_end(c: &mut Criterion) {
@@ -50,8 +50,8 @@ fn stages(c: &mut Criterion) {
     let defaults = support::defaults();
     let ctx = Context::offline(IdentityMode::Inject);
     let body = support::typical();
-    let review: Value = serde_json::from_slice(&body).expect("valid JSON");
-    let pod = &review["request"]["object"];
+    let request = admission::parse(&body).expect("a valid review");
+    let pod = request.object.get().expect("a pod");
     let plan = match contract::plan(pod, "payments", &ctx, &defaults).expect("plan") {
         Decision::Inject(p) => p,
         Decision::Skip => panic!("the typical pod opts in"),
@@ -64,12 +64,17 @@ fn stages(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2))
         .sample_size(30)
         .throughput(Throughput::Bytes(body.len() as u64));
-    group.bench_function("parse", |b| b.iter(|| admission::parse(black_box(&body))));
+    group.bench_function("parse", |b| {
+        b.iter(|| admission::parse(black_box(&body)).is_ok())
+    });
     group.bench_function("plan", |b| {
         b.iter(|| contract::plan(black_box(pod), "payments", &ctx, &defaults))
     });
     group.bench_function("mutate", |b| {
         b.iter(|| mutate::mutate(black_box(pod), &plan))
+    });
+    group.bench_function("admit", |b| {
+        b.iter(|| core::admit(black_box(pod), "payments", &ctx, &defaults))
     });
     group.bench_function("encode_response", |b| {
         b.iter(|| black_box(&response).to_review_json())

@@ -326,7 +326,7 @@ impl Serialize for AuditOut<'_> {
 
 /// What the request needs next: an answer already, or the cluster's view of an opted-in pod.
 pub enum Triage<'r> {
-    Answer(Response),
+    Answer(Box<Response>),
     Pod {
         pod: &'r Pod<'r>,
         namespace: &'r str,
@@ -340,17 +340,17 @@ pub fn triage<'r>(req: &'r Request<'r>) -> Triage<'r> {
     let is_pod = req.kind.group.is_empty() && req.kind.version == "v1" && req.kind.kind == "Pod";
     let subresource = req.sub_resource.as_deref().is_some_and(|s| !s.is_empty());
     if !is_pod || subresource || req.operation != Operation::Create {
-        return Triage::Answer(Response::allow(&req.uid));
+        return Triage::Answer(Box::new(Response::allow(&req.uid)));
     }
     let Some(pod) = req.object.get() else {
-        return Triage::Answer(Response::invalid(
+        return Triage::Answer(Box::new(Response::invalid(
             &req.uid,
             warning("request.object is missing or not a Pod object"),
-        ));
+        )));
     };
     let service_account = match core::service_account(pod) {
-        Ok(None) => return Triage::Answer(Response::allow(&req.uid)),
-        Err(d) => return Triage::Answer(Response::deny(&req.uid, d)),
+        Ok(None) => return Triage::Answer(Box::new(Response::allow(&req.uid))),
+        Err(d) => return Triage::Answer(Box::new(Response::deny(&req.uid, d))),
         Ok(Some(sa)) => sa,
     };
     let namespace = req
@@ -359,10 +359,10 @@ pub fn triage<'r>(req: &'r Request<'r>) -> Triage<'r> {
         .filter(|n| !n.is_empty())
         .or_else(|| pod.namespace());
     let Some(namespace) = namespace else {
-        return Triage::Answer(Response::invalid(
+        return Triage::Answer(Box::new(Response::invalid(
             &req.uid,
             warning("request.namespace is missing for a Pod"),
-        ));
+        )));
     };
     Triage::Pod {
         pod,
@@ -398,7 +398,7 @@ fn bound_warnings(mut warnings: Vec<String>) -> Vec<String> {
 pub fn review(body: &[u8], ctx: &Context, defaults: &Defaults) -> Result<Response, BadRequest> {
     let request = parse(body)?;
     Ok(match triage(&request) {
-        Triage::Answer(r) => r,
+        Triage::Answer(r) => *r,
         Triage::Pod { pod, namespace, .. } => {
             Response::of(&request.uid, core::admit(pod, namespace, ctx, defaults))
         }

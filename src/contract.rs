@@ -435,15 +435,15 @@ pub fn plan(
         Some((raw, origin)) => ServiceBusNamespace::parse(&raw, cloud)
             .map_err(|rule| r.invalid(&P_NAMESPACE, &raw, origin, rule))?,
         None => match &defaults.servicebus_namespace {
-            Some(raw) => ServiceBusNamespace::parse(raw, cloud).map_err(|rule| {
-                Denial::ConfigDoesNotFit {
+            Some(raw) => {
+                ServiceBusNamespace::parse(raw, cloud).map_err(|rule| Denial::ConfigDoesNotFit {
                     config_key: "servicebusNamespace",
                     value: truncate(raw),
                     cloud,
                     rule: rule.0,
                     pod_key: keys::SERVICEBUS_NAMESPACE,
-                }
-            })?,
+                })?
+            }
             None => return Err(r.missing(&P_NAMESPACE, "Service Bus namespace")),
         },
     };
@@ -511,9 +511,9 @@ pub fn plan(
                     namespace: subject.namespace.clone(),
                 }));
             }
-            Policy::Warn => warnings.push(warning(default_service_account_finding(
-                &subject.namespace,
-            ))),
+            Policy::Warn => {
+                warnings.push(warning(default_service_account_finding(&subject.namespace)))
+            }
             Policy::Off => {}
         }
     }

@@ -70,9 +70,9 @@ pub enum Origin {
 impl Origin {
     pub fn key(&self) -> &'static str {
         match self {
-            Origin::Pod { key } | Origin::ServiceAccount { key, .. } | Origin::Namespace { key, .. } => {
-                key
-            }
+            Origin::Pod { key }
+            | Origin::ServiceAccount { key, .. }
+            | Origin::Namespace { key, .. } => key,
         }
     }
 }
@@ -173,12 +173,22 @@ pub enum Occupied {
 /// What the cluster could not answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unavailable {
-    NoServiceAccount { namespace: String, name: String },
-    NoNamespace { name: String },
+    NoServiceAccount {
+        namespace: String,
+        name: String,
+    },
+    NoNamespace {
+        name: String,
+    },
     /// Not in the cache, and a direct GET failed.
-    Unanswered { object: String, cause: String },
+    Unanswered {
+        object: String,
+        cause: String,
+    },
     /// Identity mode auto before the first list of webhook configurations.
-    IdentityModeUnknown { awi_webhook: &'static str },
+    IdentityModeUnknown {
+        awi_webhook: &'static str,
+    },
 }
 
 /// A refusal to admit the pod, with the facts its message is built from.
@@ -186,9 +196,15 @@ pub enum Unavailable {
 pub enum Denial {
     /// `sbmesh.io/inject` holds neither true nor false (`value` is the string, or the JSON
     /// text of a non-string).
-    OptIn { value: String, string: bool },
+    OptIn {
+        value: String,
+        string: bool,
+    },
     /// A pod annotation sbmesh reads is not a string.
-    NotAString { key: &'static str, json: String },
+    NotAString {
+        key: &'static str,
+        json: String,
+    },
     /// A parameter's value breaks its rule.
     Invalid {
         origin: Origin,
@@ -211,12 +227,18 @@ pub enum Denial {
         rule: String,
         fix: &'static str,
     },
-    Missing { what: &'static str, places: Box<Places> },
+    Missing {
+        what: &'static str,
+        places: Box<Places>,
+    },
     Conflict(Conflict),
     Policy(PolicyViolation),
     Occupied(Occupied),
     /// A field sbmesh reads or extends has another JSON type than a pod's.
-    Malformed { pointer: String, expected: &'static str },
+    Malformed {
+        pointer: String,
+        expected: &'static str,
+    },
     Unavailable(Unavailable),
     Internal(String),
 }

@@ -8,8 +8,8 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// The JSON type of a value, for messages ("a list", "an object", …).
@@ -180,10 +180,7 @@ pub struct StrMap<'a> {
 impl<'a> StrMap<'a> {
     /// The raw value of `key`.
     pub fn raw(&self, key: &str) -> Option<&'a RawValue> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| *v)
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
 
     /// The string value of `key`; `None` when absent or not a string.

@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use common::eventually;
 use fake_apiserver::{FakeApiServer, Res, Verb};
-use sbmesh::admission::{Response, admit_pod};
+use sbmesh::admission::Response;
 use sbmesh::cluster::{AWI_WEBHOOK_NAME, Cluster, ClusterError, ClusterMode};
 use sbmesh::contract::{
-    self, ClientId, Decision, Defaults, Denial, IdentityMode, IdentityModeSetting, InjectionPlan,
-    TenantId, keys,
+    self, ClientId, Defaults, Denial, IdentityMode, IdentityModeSetting, InjectionPlan, TenantId,
+    keys,
 };
+use sbmesh::core::{self, Admission};
+use sbmesh::pod::Pod;
 use serde_json::{Value, json};
 
 const NS: &str = "payments";
@@ -212,14 +214,16 @@ async fn plan_with(
     pod: &Value,
     config: &Defaults,
 ) -> Result<InjectionPlan, (Stage, Denial)> {
+    let json = pod.to_string();
+    let view = Pod::parse(&json).expect("JSON pod");
     let facts = cluster
-        .facts(NS, contract::service_account_name(pod))
+        .facts(NS, view.service_account_name())
         .await
         .map_err(|d| (Stage::Lookup, d))?;
-    match contract::plan(pod, NS, &facts.context(), config) {
-        Ok(Decision::Inject(plan)) => Ok(*plan),
-        Ok(Decision::Skip) => panic!("the pod opted in"),
-        Err(d) => Err((Stage::Plan, d)),
+    match core::admit(&view, NS, &facts.context(), config) {
+        Admission::Patch { plan, .. } => Ok(*plan),
+        Admission::Skip => panic!("the pod opted in"),
+        Admission::Deny(d) => Err((Stage::Plan, d)),
     }
 }
 
@@ -230,8 +234,10 @@ async fn plan_for(cluster: &Cluster, pod: &Value) -> Result<InjectionPlan, Denia
 }
 
 async fn admit_with(cluster: &Cluster, pod: &Value, config: &Defaults) -> Response {
-    match cluster.facts(NS, contract::service_account_name(pod)).await {
-        Ok(facts) => admit_pod("uid-1", pod, NS, &facts.context(), config),
+    let json = pod.to_string();
+    let view = Pod::parse(&json).expect("JSON pod");
+    match cluster.facts(NS, view.service_account_name()).await {
+        Ok(facts) => Response::of("uid-1", core::admit(&view, NS, &facts.context(), config)),
         Err(d) => Response::deny("uid-1", d),
     }
 }
@@ -240,8 +246,8 @@ async fn admit(cluster: &Cluster, pod: &Value) -> Response {
     admit_with(cluster, pod, &defaults()).await
 }
 
-fn denial_text(d: &Denial) -> &str {
-    &d.message
+fn denial_text(d: &Denial) -> String {
+    d.to_string()
 }
 
 fn patch_text(r: &Response) -> String {

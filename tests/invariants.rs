@@ -7,7 +7,6 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 use sbmesh::contract::{Context, Defaults, IdentityMode};
-use sbmesh::mutate;
 use support::*;
 
 /// Annotation values sbmesh may replace (all others must survive byte for byte).
@@ -231,7 +230,11 @@ fn check(pod: &Value, mode: IdentityMode) {
     let (out, m) = run_with(pod, &ctx, &d).unwrap_or_else(|e| panic!("denied: {e}\n{pod:#}"));
     assert_survives(pod, &out, "");
     let (again, m2) = run_with(&out, &ctx, &d).unwrap();
-    assert!(m2.patch.0.is_empty(), "second round patched: {:#?}", m2.patch);
+    assert!(
+        m2.patch.0.is_empty(),
+        "second round patched: {:#?}",
+        m2.patch
+    );
     assert_eq!(again, out);
     // Parents come before children: no op's path lies under a path added by a later op.
     let paths = paths(&m);

@@ -63,7 +63,10 @@ fn inject_parses_case_insensitively() {
 
 #[test]
 fn inject_value_that_is_not_a_boolean_is_denied() {
-    let msg = denied(&pod(json!({"sbmesh.io/inject": "yes please"})), Reason::InvalidValue);
+    let msg = denied(
+        &pod(json!({"sbmesh.io/inject": "yes please"})),
+        Reason::InvalidValue,
+    );
     assert!(
         msg.contains("sbmesh.io/inject") && msg.contains("yes please"),
         "{msg}"
@@ -91,7 +94,12 @@ fn creates_labels_map_when_the_pod_has_none() {
         out["metadata"]["labels"],
         json!({"azure.workload.identity/use": "true"})
     );
-    assert!(m.patch.0.iter().any(|o| o.path().as_str() == "/metadata/labels"));
+    assert!(
+        m.patch
+            .0
+            .iter()
+            .any(|o| o.path().as_str() == "/metadata/labels")
+    );
 }
 
 #[test]
@@ -132,7 +140,10 @@ fn token_expiration_defaults_to_3600() {
 
 #[test]
 fn token_expiration_out_of_range_is_denied() {
-    let msg = denied(&pod(json!({"sbmesh.io/token-expiration": "600"})), Reason::InvalidValue);
+    let msg = denied(
+        &pod(json!({"sbmesh.io/token-expiration": "600"})),
+        Reason::InvalidValue,
+    );
     assert!(
         msg.contains("sbmesh.io/token-expiration")
             && msg.contains("\"600\"")
@@ -175,7 +186,8 @@ fn ephemeral_containers_are_never_touched() {
         p["spec"]["ephemeralContainers"]
     );
     assert!(
-        m.patch.0
+        m.patch
+            .0
             .iter()
             .all(|o| !o.path().as_str().starts_with("/spec/ephemeralContainers"))
     );
@@ -189,7 +201,10 @@ fn existing_identical_volume_and_mount_are_left_alone() {
     p["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "sbmesh-azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": true}]);
     let (_, m) = run(&p).unwrap();
     assert!(
-        m.patch.0.iter().all(|o| !o.path().as_str().contains("olume")),
+        m.patch
+            .0
+            .iter()
+            .all(|o| !o.path().as_str().contains("olume")),
         "{:#?}",
         m.patch
     );
@@ -371,7 +386,10 @@ fn spring_alias_in_china_sets_the_domain_name() {
 
 #[test]
 fn unknown_env_alias_is_denied() {
-    let msg = denied(&pod(json!({"sbmesh.io/env-aliases": "sdk,python"})), Reason::InvalidValue);
+    let msg = denied(
+        &pod(json!({"sbmesh.io/env-aliases": "sdk,python"})),
+        Reason::InvalidValue,
+    );
     assert!(
         msg.contains("sbmesh.io/env-aliases") && msg.contains("sdk, dotnet, spring"),
         "{msg}"
@@ -401,9 +419,12 @@ fn cloud_picks_authority_host_and_servicebus_suffix() {
 
 #[test]
 fn servicebus_fqdn_of_another_cloud_is_denied() {
-    let msg = denied(&pod(
-        json!({"sbmesh.io/servicebus-namespace": "payments-prod.servicebus.chinacloudapi.cn"}),
-    ), Reason::InvalidValue);
+    let msg = denied(
+        &pod(
+            json!({"sbmesh.io/servicebus-namespace": "payments-prod.servicebus.chinacloudapi.cn"}),
+        ),
+        Reason::InvalidValue,
+    );
     assert!(
         msg.contains("china") && msg.contains("sbmesh.io/servicebus-namespace"),
         "{msg}"
@@ -412,16 +433,23 @@ fn servicebus_fqdn_of_another_cloud_is_denied() {
 
 #[test]
 fn subscription_requires_exactly_one_topic() {
-    let msg = denied(&pod(
-        json!({"sbmesh.io/subscription": "audit", "sbmesh.io/topics": "a,b"}),
-    ), Reason::Conflict);
+    let msg = denied(
+        &pod(json!({"sbmesh.io/subscription": "audit", "sbmesh.io/topics": "a,b"})),
+        Reason::Conflict,
+    );
     assert!(msg.contains("exactly one topic"), "{msg}");
-    denied(&pod(json!({"sbmesh.io/subscription": "audit"})), Reason::Conflict);
+    denied(
+        &pod(json!({"sbmesh.io/subscription": "audit"})),
+        Reason::Conflict,
+    );
 }
 
 #[test]
 fn invalid_queue_name_is_denied() {
-    let msg = denied(&pod(json!({"sbmesh.io/queues": "orders,-bad"})), Reason::InvalidValue);
+    let msg = denied(
+        &pod(json!({"sbmesh.io/queues": "orders,-bad"})),
+        Reason::InvalidValue,
+    );
     assert!(
         msg.contains("sbmesh.io/queues") && msg.contains("-bad"),
         "{msg}"
@@ -462,9 +490,10 @@ fn skip_containers_leaves_the_named_out() {
 
 #[test]
 fn containers_and_skip_containers_together_are_denied() {
-    let msg = denied(&pod(
-        json!({"sbmesh.io/containers": "app", "sbmesh.io/skip-containers": "x"}),
-    ), Reason::Conflict);
+    let msg = denied(
+        &pod(json!({"sbmesh.io/containers": "app", "sbmesh.io/skip-containers": "x"})),
+        Reason::Conflict,
+    );
     assert!(msg.contains("not both"), "{msg}");
 }
 
@@ -532,7 +561,10 @@ fn proxy_config_hold_false_is_kept_with_a_warning() {
 
 #[test]
 fn unparsable_proxy_config_is_denied_naming_the_annotation() {
-    let msg = denied(&pod(json!({"proxy.istio.io/config": "{concurrency: [1"})), Reason::InvalidValue);
+    let msg = denied(
+        &pod(json!({"proxy.istio.io/config": "{concurrency: [1"})),
+        Reason::InvalidValue,
+    );
     assert!(msg.contains("proxy.istio.io/config"), "{msg}");
 }
 
@@ -559,7 +591,8 @@ fn bypass_writes_nothing_when_every_port_is_there() {
     );
     let (_, m) = run(&p).unwrap();
     assert!(
-        m.patch.0
+        m.patch
+            .0
             .iter()
             .all(|o| !o.path().as_str().contains("excludeOutboundPorts")),
         "{:#?}",
@@ -735,7 +768,10 @@ fn unknown_sbmesh_annotation_warns() {
 
 #[test]
 fn missing_client_id_denial_names_every_place_to_set_it() {
-    let msg = denied(&pod(json!({"sbmesh.io/client-id": null})), Reason::MissingParameter);
+    let msg = denied(
+        &pod(json!({"sbmesh.io/client-id": null})),
+        Reason::MissingParameter,
+    );
     for want in [
         "sbmesh.io/client-id on the pod",
         "azure.workload.identity/client-id",
@@ -750,7 +786,10 @@ fn missing_client_id_denial_names_every_place_to_set_it() {
 
 #[test]
 fn invalid_client_id_denial_names_annotation_value_and_rule() {
-    let msg = denied(&pod(json!({"sbmesh.io/client-id": "my-app"})), Reason::InvalidValue);
+    let msg = denied(
+        &pod(json!({"sbmesh.io/client-id": "my-app"})),
+        Reason::InvalidValue,
+    );
     assert!(msg.contains("pod annotation sbmesh.io/client-id"), "{msg}");
     assert!(msg.contains("\"my-app\"") && msg.contains("GUID"), "{msg}");
 }
@@ -935,12 +974,14 @@ fn reinvocation_after_another_webhook_adds_a_container_touches_only_that_contain
 fn annotation_keys_are_escaped_in_patch_paths() {
     let (_, m) = run(&pod(json!({}))).unwrap();
     assert!(
-        m.patch.0
+        m.patch
+            .0
             .iter()
             .any(|o| o.path().as_str() == "/metadata/annotations/sbmesh.io~1status")
     );
     assert!(
-        m.patch.0
+        m.patch
+            .0
             .iter()
             .any(|o| o.path().as_str() == "/metadata/labels/azure.workload.identity~1use")
     );

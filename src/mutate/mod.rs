@@ -123,7 +123,10 @@ pub fn mutate(pod: &Pod, plan: &InjectionPlan) -> Result<Mutation, Denial> {
 
 /// A list field: absent or null is `None`; anything but a list is malformed (`pointer` names
 /// it in the message, built only then).
-fn list_of<T>(field: &Field<Vec<T>>, pointer: impl FnOnce() -> String) -> Result<Option<&[T]>, Denial> {
+fn list_of<T>(
+    field: &Field<Vec<T>>,
+    pointer: impl FnOnce() -> String,
+) -> Result<Option<&[T]>, Denial> {
     field
         .optional()
         .map(|l| l.map(Vec::as_slice))
@@ -145,10 +148,9 @@ fn select<'p, 'a>(
         let Some(field) = field else { continue };
         let containers = list_of(field, || format!("/spec/{list}"))?;
         for (index, container) in containers.into_iter().flatten().enumerate() {
-            let name = container
-                .name
-                .get()
-                .ok_or_else(|| Denial::malformed(format!("/spec/{list}/{index}/name"), JsonType::String))?;
+            let name = container.name.get().ok_or_else(|| {
+                Denial::malformed(format!("/spec/{list}/{index}/name"), JsonType::String)
+            })?;
             all.push(Target {
                 list,
                 index,
@@ -235,7 +237,12 @@ fn mount_ops(t: &Target, ops: &mut Vec<PatchOperation>) -> Result<(), Denial> {
             volume: truncate(m.name.as_deref().unwrap_or("a volume")),
         })),
         None => {
-            patch::append(ops, field, t.pointer("volumeMounts"), vec![identity::mount()]);
+            patch::append(
+                ops,
+                field,
+                t.pointer("volumeMounts"),
+                vec![identity::mount()],
+            );
             Ok(())
         }
     }

@@ -182,7 +182,7 @@ async fn decide(
     let request = admission::parse(body)?;
     span.record("uid", &*request.uid);
     let rendered = match admission::triage(&request) {
-        Triage::Answer(response) => Rendered::of(response, "none"),
+        Triage::Answer(response) => Rendered::of(*response, "none"),
         Triage::Pod {
             pod,
             namespace,
