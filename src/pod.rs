@@ -210,18 +210,21 @@ impl<'a> StrMap<'a> {
 
     /// Folds repeated keys: first place, last value.
     fn dedupe(&mut self) {
-        let mut seen = HashSet::with_capacity(self.entries.len());
-        if self.entries.iter().all(|(k, _)| seen.insert(k.clone())) {
+        let n = self.entries.len();
+        let repeated = if n <= 16 {
+            (1..n).any(|i| self.entries[..i].iter().any(|(k, _)| *k == self.entries[i].0))
+        } else {
+            let mut seen = HashSet::with_capacity(n);
+            !self.entries.iter().all(|(k, _)| seen.insert(k.as_ref()))
+        };
+        if !repeated {
             return;
         }
-        let mut out: Vec<(Str<'a>, &'a RawValue)> = Vec::with_capacity(self.entries.len());
-        let mut index = std::collections::HashMap::new();
+        let mut out: Vec<(Str<'a>, &'a RawValue)> = Vec::with_capacity(n);
+        let mut index = std::collections::HashMap::with_capacity(n);
         for (k, v) in self.entries.drain(..) {
             match index.get(&k) {
-                Some(&i) => {
-                    let slot: &mut (Str<'a>, &'a RawValue) = &mut out[i];
-                    slot.1 = v;
-                }
+                Some(&i) => out[i].1 = v,
                 None => {
                     index.insert(k.clone(), out.len());
                     out.push((k, v));

@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
         };
         let req = admission::parse(data).expect("review() accepted it, so parse() does");
         sbmesh_fuzz::check_response(&resp, &req.uid);
-        if let Triage::Pod { pod, namespace, .. } = admission::triage(&req) {
+        if let Triage::Pod { namespace, .. } = admission::triage(&req) {
+            // The pod as the API server holds it, to apply the patch to.
+            let review: serde_json::Value =
+                serde_json::from_slice(data).expect("review() accepted it, so it is JSON");
+            let pod = &review["request"]["object"];
             sbmesh_fuzz::admit_apply_readmit(&req.uid, pod, namespace, &ctx, defaults());
         }
     }

@@ -14,6 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
 
 use sbmesh::contract::values::{self, parse_bool, parse_ports, split_list};
+use sbmesh::pod::Pod;
 use sbmesh::contract::{
     self, ClientId, Cloud, Context, Decision, Defaults, Egress, EntityKind, EntityName, EnvAlias,
     IdentityMode, IdentityModeSetting, Policy, ServiceBusNamespace, TenantId, TokenExpiration,
@@ -207,13 +208,18 @@ fuzz_target!(|data: &[u8]| {
             } else {
                 Context::offline(mode)
             };
-            match contract::plan(&pod, "payments", &ctx, defaults()) {
-                Err(d) => assert!(
-                    d.message.len() <= MAX_MESSAGE,
-                    "denial of {} bytes: {}…",
-                    d.message.len(),
-                    d.message.chars().take(300).collect::<String>()
-                ),
+            let json = pod.to_string();
+            let view = Pod::parse(&json).expect("a JSON pod");
+            match contract::plan(&view, "payments", &ctx, defaults()) {
+                Err(d) => {
+                    let message = d.to_string();
+                    assert!(
+                        message.len() <= MAX_MESSAGE,
+                        "denial of {} bytes: {}…",
+                        message.len(),
+                        message.chars().take(300).collect::<String>()
+                    )
+                }
                 Ok(Decision::Skip) => {}
                 Ok(Decision::Inject(plan)) => {
                     for w in &plan.warnings {

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use sbmesh::admission::{self, Outcome, Response};
 use sbmesh::contract::{Context, Defaults};
+use sbmesh::core;
 
 pub const CLIENT_ID: &str = "6f0c3a4e-2b9d-4c1e-8f7a-1d2e3f4a5b6c";
 pub const TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -54,22 +55,25 @@ pub fn admit_apply_readmit(
     ctx: &Context,
     defaults: &Defaults,
 ) {
-    let first = admission::admit_pod(uid, pod, namespace, ctx, defaults);
+    let first = Response::of(uid, core::admit_json(&pod.to_string(), namespace, ctx, defaults));
     let Some(patch) = check_response(&first, uid) else {
         return;
     };
     let mut patched = pod.clone();
     if let Err(e) = json_patch::patch(&mut patched, &patch) {
-        panic!("the patch does not apply: {e}\npatch: {:?}", first.ops);
+        panic!("the patch does not apply: {e}\npatch: {:?}", first.patch);
     }
-    let second = admission::admit_pod(uid, &patched, namespace, ctx, defaults);
+    let second = Response::of(
+        uid,
+        core::admit_json(&patched.to_string(), namespace, ctx, defaults),
+    );
     check_response(&second, uid);
     assert!(
-        second.allowed() && second.ops.is_empty(),
+        second.allowed() && second.patch.0.is_empty(),
         "admitting the patched pod again must change nothing, got {:?} {:?} ops {:?}",
         second.outcome,
         second.status,
-        second.ops
+        second.patch
     );
     assert_eq!(second.outcome, Outcome::Unchanged);
 }

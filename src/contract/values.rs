@@ -355,8 +355,21 @@ impl<'de> Deserialize<'de> for TokenExpiration {
 /// A comma list: items trimmed, empty items dropped, duplicates removed keeping first order.
 pub fn split_list(raw: &str) -> Vec<&str> {
     let mut out: Vec<&str> = Vec::new();
+    // A set once the list is long: an annotation of 256 KiB may hold 100,000 items, and a
+    // linear search per item would make that quadratic.
+    let mut seen: Option<std::collections::HashSet<&str>> = None;
     for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        if !out.contains(&item) {
+        let new = match &mut seen {
+            Some(set) => set.insert(item),
+            None if out.len() < 32 => !out.contains(&item),
+            None => {
+                let mut set: std::collections::HashSet<&str> = out.iter().copied().collect();
+                let new = set.insert(item);
+                seen = Some(set);
+                new
+            }
+        };
+        if new {
             out.push(item);
         }
     }
@@ -386,6 +399,10 @@ pub fn parse_ports(raw: &str) -> Result<Vec<u16>, RuleViolation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn split_list_owned(raw: &str) -> Vec<String> {
+        split_list(raw).into_iter().map(str::to_string).collect()
+    }
 
     #[test]
     fn booleans_parse_case_insensitively_and_nothing_else() {
@@ -489,6 +506,12 @@ mod tests {
     fn lists_are_trimmed_deduplicated_and_keep_order() {
         assert_eq!(split_list(" b, a,,b , c,"), vec!["b", "a", "c"]);
         assert!(split_list(" , ").is_empty());
+        // Past the short-list path: duplicates are still removed, first order kept.
+        let long: Vec<String> = (0..100_000).map(|i| format!("q{}", i % 50_000)).collect();
+        let items = split_list_owned(&long.join(","));
+        assert_eq!(items.len(), 50_000);
+        assert_eq!(items[..3], ["q0", "q1", "q2"]);
+        assert_eq!(items[49_999], "q49999");
     }
 
     #[test]
