@@ -995,3 +995,141 @@ async fn thousand_concurrent_requests_over_a_small_in_flight_cap_get_a_clear_503
         "peak RSS grew by {growth:.1} MiB for 1,000 connections"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A certificate whose expiry is not ASCII
+
+/// `leaf`'s certificate, PEM, with its notAfter (rcgen's default 4096-01-01, a
+/// GeneralizedTime) holding multi-byte UTF-8 of the same byte length: still valid UTF-8 and
+/// still ending in `Z`, but with a character boundary inside the year. The signature no longer
+/// matches; nothing gets that far.
+fn non_ascii_not_after(leaf: &Leaf) -> String {
+    use base64::Engine as _;
+    let time = b"40960101000000Z";
+    let needle = [&[0x18, time.len() as u8][..], time].concat();
+    let at = leaf
+        .der
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .expect("rcgen's default notAfter in the leaf");
+    let with = "409\u{e9}010100000Z".as_bytes();
+    assert_eq!(with.len(), time.len());
+    let mut der = leaf.der.to_vec();
+    der[at + 2..at + needle.len()].copy_from_slice(with);
+
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// rcgen's default notAfter, which every test leaf has, in seconds since the epoch.
+fn default_not_after() -> f64 {
+    let date = time::Date::from_calendar_date(4096, time::Month::January, 1).expect("date");
+    date.midnight().assume_utc().unix_timestamp() as f64
+}
+
+async fn reloads(server: &TestServer, result: &str) -> Option<f64> {
+    let metrics = server.metrics().await;
+    metric(
+        &metrics,
+        &format!(r#"sbmesh_tls_reloads_total{{result="{result}"}}"#),
+    )
+}
+
+async fn served_certificate(server: &TestServer) -> CertificateDer<'static> {
+    let conn = tokio::time::timeout(WAIT, server.connect(Proto::Http2))
+        .await
+        .expect("a TLS handshake hung");
+    conn.peer.clone().expect("the server sent a certificate")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_with_multi_byte_utf_8_in_its_expiry_is_refused_and_reloading_goes_on() {
+    let _serial = SERIAL.lock().await;
+    let mut server = TestServer::start(test_settings()).await;
+    let first = server.leaf.clone();
+    let bad = server.pki.leaf();
+
+    server.secret.swap(&non_ascii_not_after(&bad), &bad.key_pem);
+    eventually(
+        WAIT,
+        "the unparsable certificate is a failed reload",
+        || async { (reloads(&server, "failure").await == Some(1.0)).then_some(()) },
+    )
+    .await;
+    assert_eq!(served_certificate(&server).await, first.der);
+    still_serving(&server).await;
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metric(&metrics, r#"sbmesh_tls_reloads_total{result="success"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&metrics, "sbmesh_tls_cert_not_after_seconds"),
+        Some(default_not_after()),
+        "the expiry shown is the one of the certificate in service"
+    );
+
+    // The loop is alive: the next good pair goes into service.
+    let good = server.pki.leaf();
+    server.secret.swap(&good.cert_pem, &good.key_pem);
+    eventually(WAIT, "the next good certificate is served", || async {
+        (served_certificate(&server).await == good.der).then_some(())
+    })
+    .await;
+    still_serving(&server).await;
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metric(&metrics, r#"sbmesh_tls_reloads_total{result="success"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&metrics, r#"sbmesh_tls_reloads_total{result="failure"}"#),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_with_multi_byte_utf_8_in_its_expiry_fails_the_start_with_an_error() {
+    let _serial = SERIAL.lock().await;
+    init_tracing();
+    let pki = Pki::new("sbmesh test CA");
+    let leaf = pki.leaf();
+    let secret = SecretDir::new(&non_ascii_not_after(&leaf), &leaf.key_pem);
+    let webhook = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind webhook");
+    let app = sbmesh::server::App {
+        defaults: Arc::new(test_defaults()),
+        cluster: sbmesh::cluster::Cluster::off(sbmesh::contract::IdentityMode::Inject),
+    };
+    // Spawned, so that a panic shows as one rather than failing the test some other way.
+    let serve = tokio::spawn(sbmesh::server::serve(
+        webhook,
+        None,
+        secret.files(),
+        app,
+        test_settings(),
+        std::future::pending(),
+    ));
+    let result = tokio::time::timeout(WAIT, serve)
+        .await
+        .expect("serve returns at once")
+        .expect("serve does not panic");
+    match result {
+        Err(sbmesh::server::ServeError::Tls(e @ sbmesh::server::TlsError::Certificate { .. })) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(&secret.files().cert.display().to_string()),
+                "the error names the file: {text}"
+            );
+        }
+        Err(e) => panic!("the wrong error: {e}"),
+        Ok(()) => panic!("served with an unparsable certificate"),
+    }
+}

@@ -1,199 +1,40 @@
-//! A line-based unified diff (Myers' O(ND) algorithm), enough for `sbmesh inject --diff` to
-//! show what the webhook would add to each manifest, in the format `diff -u` and `patch` use.
+//! A line-based unified diff, in the format `diff -u` and `patch` use, so that
+//! `sbmesh inject --diff` shows what the webhook would add to each manifest. The diffing is
+//! the `similar` crate's (Myers' algorithm); this module only fixes the presentation.
 
-use std::fmt::Write as _;
+use std::time::Duration;
+
+use similar::TextDiff;
 
 /// Lines of context around each change, as `diff -u` prints by default.
 pub const CONTEXT: usize = 3;
 
-/// The Myers trace may hold at most this many cells; past it the differing middle is shown
-/// as one removal and one addition (still a correct diff, only a longer one).
-const MAX_TRACE_CELLS: usize = 16 << 20;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Edit {
-    Equal,
-    Delete,
-    Insert,
-}
+/// How long the search for the shortest diff may take; past it `similar` settles for a
+/// longer diff, which is still correct. Injected documents differ in a few places, so this
+/// only bounds pathological input.
+const DEADLINE: Duration = Duration::from_secs(2);
 
 /// A unified diff of `old` and `new` with the given file labels, or `None` when they are equal.
+///
+/// Hunks carry [`CONTEXT`] lines of context and merge when their contexts touch; an empty
+/// range names the line before it, and a last line without a newline is marked
+/// `\ No newline at end of file`, all as GNU `diff -u` does.
 pub fn unified(old: &str, new: &str, old_label: &str, new_label: &str) -> Option<String> {
     if old == new {
         return None;
     }
-    let a: Vec<&str> = old.split_inclusive('\n').collect();
-    let b: Vec<&str> = new.split_inclusive('\n').collect();
-    let edits = edit_script(&a, &b);
-    let mut out = format!("--- {old_label}\n+++ {new_label}\n");
-    for hunk in hunks(&edits) {
-        write_hunk(
-            &mut out,
-            &edits[hunk.0..hunk.1],
-            &a,
-            &b,
-            position(&edits, hunk.0),
-        );
-    }
-    Some(out)
-}
-
-/// Old and new line counts consumed before edit `i`.
-fn position(edits: &[Edit], i: usize) -> (usize, usize) {
-    edits[..i].iter().fold((0, 0), |(x, y), e| match e {
-        Edit::Equal => (x + 1, y + 1),
-        Edit::Delete => (x + 1, y),
-        Edit::Insert => (x, y + 1),
-    })
-}
-
-/// Ranges of the edit script that form hunks: changes with up to `CONTEXT` equal lines
-/// around them, merged when their contexts touch.
-fn hunks(edits: &[Edit]) -> Vec<(usize, usize)> {
-    let mut out: Vec<(usize, usize)> = Vec::new();
-    for (i, e) in edits.iter().enumerate() {
-        if *e == Edit::Equal {
-            continue;
-        }
-        let start = i.saturating_sub(CONTEXT);
-        let end = (i + 1 + CONTEXT).min(edits.len());
-        match out.last_mut() {
-            Some(last) if start <= last.1 => last.1 = end,
-            _ => out.push((start, end)),
-        }
-    }
-    out
-}
-
-fn write_hunk(out: &mut String, edits: &[Edit], a: &[&str], b: &[&str], (x0, y0): (usize, usize)) {
-    let old_len = edits.iter().filter(|e| **e != Edit::Insert).count();
-    let new_len = edits.iter().filter(|e| **e != Edit::Delete).count();
-    // An empty range names the line before it (GNU diff's convention).
-    let old_start = if old_len == 0 { x0 } else { x0 + 1 };
-    let new_start = if new_len == 0 { y0 } else { y0 + 1 };
-    let _ = writeln!(
-        out,
-        "@@ -{} +{} @@",
-        range(old_start, old_len),
-        range(new_start, new_len)
-    );
-    let (mut x, mut y) = (x0, y0);
-    for e in edits {
-        let (sign, line) = match e {
-            Edit::Equal => {
-                x += 1;
-                y += 1;
-                (' ', a[x - 1])
-            }
-            Edit::Delete => {
-                x += 1;
-                ('-', a[x - 1])
-            }
-            Edit::Insert => {
-                y += 1;
-                ('+', b[y - 1])
-            }
-        };
-        out.push(sign);
-        out.push_str(line);
-        if !line.ends_with('\n') {
-            out.push_str("\n\\ No newline at end of file\n");
-        }
-    }
-}
-
-fn range(start: usize, len: usize) -> String {
-    if len == 1 {
-        start.to_string()
-    } else {
-        format!("{start},{len}")
-    }
-}
-
-/// The shortest edit script from `a` to `b`. Common head and tail are taken off first: an
-/// injection changes a few places in a long document.
-fn edit_script(a: &[&str], b: &[&str]) -> Vec<Edit> {
-    let head = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-    let tail = a[head..]
-        .iter()
-        .rev()
-        .zip(b[head..].iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count();
-    let (ma, mb) = (&a[head..a.len() - tail], &b[head..b.len() - tail]);
-    let mut edits = vec![Edit::Equal; head];
-    edits.extend(myers(ma, mb).unwrap_or_else(|| {
-        let mut all = vec![Edit::Delete; ma.len()];
-        all.extend(std::iter::repeat_n(Edit::Insert, mb.len()));
-        all
-    }));
-    edits.extend(std::iter::repeat_n(Edit::Equal, tail));
-    edits
-}
-
-/// Myers' greedy forward search with a saved trace, then a backtrack. `None` when the trace
-/// would outgrow [`MAX_TRACE_CELLS`].
-fn myers(a: &[&str], b: &[&str]) -> Option<Vec<Edit>> {
-    let (n, m) = (a.len() as isize, b.len() as isize);
-    let max = n + m;
-    let width = 2 * max as usize + 1;
-    let idx = |k: isize| (k + max) as usize;
-    let mut v = vec![0isize; width + 1];
-    let mut trace: Vec<Vec<isize>> = Vec::new();
-    'search: for d in 0..=max {
-        if (trace.len() + 1).saturating_mul(width) > MAX_TRACE_CELLS {
-            return None;
-        }
-        trace.push(v.clone());
-        let mut k = -d;
-        while k <= d {
-            let mut x = if k == -d || (k != d && v[idx(k - 1)] < v[idx(k + 1)]) {
-                v[idx(k + 1)]
-            } else {
-                v[idx(k - 1)] + 1
-            };
-            let mut y = x - k;
-            while x < n && y < m && a[x as usize] == b[y as usize] {
-                x += 1;
-                y += 1;
-            }
-            v[idx(k)] = x;
-            if x >= n && y >= m {
-                break 'search;
-            }
-            k += 2;
-        }
-    }
-    // `trace[d]` is the state before step d; the last step's state is `v`.
-    let mut edits = Vec::with_capacity((n + m) as usize);
-    let (mut x, mut y) = (n, m);
-    for (d, v) in trace.iter().enumerate().rev() {
-        let d = d as isize;
-        let k = x - y;
-        let prev_k = if k == -d || (k != d && v[idx(k - 1)] < v[idx(k + 1)]) {
-            k + 1
-        } else {
-            k - 1
-        };
-        let prev_x = v[idx(prev_k)];
-        let prev_y = prev_x - prev_k;
-        while x > prev_x && y > prev_y {
-            edits.push(Edit::Equal);
-            x -= 1;
-            y -= 1;
-        }
-        if d > 0 {
-            edits.push(if x == prev_x {
-                Edit::Insert
-            } else {
-                Edit::Delete
-            });
-        }
-        x = prev_x;
-        y = prev_y;
-    }
-    edits.reverse();
-    Some(edits)
+    let diff = TextDiff::configure()
+        .algorithm(similar::Algorithm::Myers)
+        .timeout(DEADLINE)
+        .diff_lines(old, new);
+    let text = diff
+        .unified_diff()
+        .context_radius(CONTEXT)
+        .missing_newline_hint(true)
+        .header(old_label, new_label)
+        .to_string();
+    // Texts that differ always give at least one hunk; an empty answer would mean "equal".
+    (!text.is_empty()).then_some(text)
 }
 
 #[cfg(test)]
@@ -280,6 +121,36 @@ mod tests {
     fn insertion_into_empty_text_names_line_zero() {
         let d = unified("", "a\n", "a", "b").unwrap();
         assert_eq!(d, "--- a\n+++ b\n@@ -0,0 +1 @@\n+a\n");
+    }
+
+    #[test]
+    fn deleting_everything_names_line_zero_on_the_new_side() {
+        let d = unified("a\nb\n", "", "a", "b").unwrap();
+        assert_eq!(d, "--- a\n+++ b\n@@ -1,2 +0,0 @@\n-a\n-b\n");
+    }
+
+    #[test]
+    fn changes_six_equal_lines_apart_share_a_hunk_and_seven_apart_do_not() {
+        let old: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+        let old_refs: Vec<&str> = old.iter().map(String::as_str).collect();
+        for (gap, hunks) in [(6, 1), (7, 2)] {
+            let mut new_refs = old_refs.clone();
+            new_refs[5] = "x";
+            new_refs[5 + gap + 1] = "y";
+            let (o, n) = (text(&old_refs), text(&new_refs));
+            let d = unified(&o, &n, "a", "b").unwrap();
+            assert_eq!(d.matches("@@ -").count(), hunks, "gap {gap}:\n{d}");
+            assert_eq!(apply(&o, &d), n);
+        }
+    }
+
+    #[test]
+    fn a_changed_last_line_without_newline_is_marked_on_both_sides() {
+        let d = unified("a\nb", "a\nc", "a", "b").unwrap();
+        assert_eq!(
+            d,
+            "--- a\n+++ b\n@@ -1,2 +1,2 @@\n a\n-b\n\\ No newline at end of file\n+c\n\\ No newline at end of file\n"
+        );
     }
 
     #[test]

@@ -267,7 +267,10 @@ pub async fn serve(
             conns.shutdown().await;
         }
     }
-    let _ = reload.await;
+    // The loop survives anything a poll meets; should it still have died, say so.
+    if let Err(e) = reload.await {
+        tracing::error!("the certificate reload task failed: {e}");
+    }
     tracing::info!("stopped");
     Ok(())
 }

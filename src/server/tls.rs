@@ -2,16 +2,21 @@
 //! holds an `ArcSwap`, and re-read by polling the files' contents, which (unlike a watch on
 //! the file) also sees kubelet's `..data` symlink swap when a mounted Secret changes.
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures::FutureExt as _;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
+use x509_parser::certificate::X509CertificateParser;
+use x509_parser::nom::{self, Parser as _};
 
 use super::TlsFiles;
 use super::metrics::Metrics;
@@ -31,6 +36,8 @@ pub enum TlsError {
     },
     #[error("{} holds no PEM CERTIFICATE block", path.display())]
     NoCertificate { path: PathBuf },
+    #[error("the certificate in {} is not a valid X.509 certificate: {reason}", path.display())]
+    Certificate { path: PathBuf, reason: String },
     #[error("{} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)", path.display())]
     NoKey { path: PathBuf },
     #[error("the private key in {} is not usable: {source}", path.display())]
@@ -47,6 +54,16 @@ pub enum TlsError {
         cert: PathBuf,
         key: PathBuf,
         source: rustls::Error,
+    },
+    #[error(
+        "checking the pair in {} and {} failed unexpectedly (a bug): {reason}",
+        cert.display(),
+        key.display()
+    )]
+    Internal {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
     },
     #[error("cannot build the TLS configuration: {0}")]
     Config(#[from] rustls::Error),
@@ -87,12 +104,12 @@ pub(crate) struct Loaded {
     cert_pem: Vec<u8>,
     key_pem: Vec<u8>,
     key: CertifiedKey,
-    not_after: Option<i64>,
+    not_after: i64,
 }
 
 impl Loaded {
     pub(crate) fn into_resolver(self, metrics: &Metrics) -> (Arc<Resolver>, Snapshot) {
-        metrics.set_cert_not_after(self.not_after);
+        metrics.set_cert_not_after(Some(self.not_after));
         let resolver = Arc::new(Resolver {
             current: ArcSwap::from_pointee(self.key),
         });
@@ -145,7 +162,32 @@ async fn read_pair(files: &TlsFiles) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
     Ok((cert, key))
 }
 
+/// Parses and checks a pair. Parsing is input-driven code from three crates; should any of it
+/// panic, that is this pair's error, so that neither the start nor the reload loop dies of it.
 fn parse(
+    files: &TlsFiles,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    provider: &CryptoProvider,
+) -> Result<Loaded, TlsError> {
+    guarded(files, || {
+        parse_unguarded(files, cert_pem, key_pem, provider)
+    })
+}
+
+/// `work`'s answer, or [`TlsError::Internal`] if it panicked.
+fn guarded<T>(files: &TlsFiles, work: impl FnOnce() -> Result<T, TlsError>) -> Result<T, TlsError> {
+    // Nothing shared is touched until a pair is complete, so there is no broken state to see.
+    std::panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        Err(TlsError::Internal {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            reason: panic_message(panic.as_ref()),
+        })
+    })
+}
+
+fn parse_unguarded(
     files: &TlsFiles,
     cert_pem: Vec<u8>,
     key_pem: Vec<u8>,
@@ -158,11 +200,15 @@ fn parse(
     let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<_, _>>()
         .map_err(pem_err(&files.cert))?;
-    if chain.is_empty() {
+    let Some(leaf) = chain.first() else {
         return Err(TlsError::NoCertificate {
             path: files.cert.clone(),
         });
-    }
+    };
+    let not_after = not_after(leaf).map_err(|reason| TlsError::Certificate {
+        path: files.cert.clone(),
+        reason,
+    })?;
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(pem_err(&files.key))?
         .ok_or_else(|| TlsError::NoKey {
@@ -175,7 +221,6 @@ fn parse(
             path: files.key.clone(),
             source,
         })?;
-    let not_after = not_after(&chain[0]);
     let key = CertifiedKey::new(chain, signing_key);
     // Every ring key reports its public key, so "unknown" is a failure here too.
     key.keys_match().map_err(|source| TlsError::Mismatch {
@@ -191,14 +236,24 @@ fn parse(
     })
 }
 
+/// A panic's message, when it has one.
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(message), _) => format!("panicked: {message}"),
+        (_, Some(message)) => format!("panicked: {message}"),
+        _ => "panicked".to_string(),
+    }
+}
+
 /// Polls the files every `interval` until `stop` turns true; a good new pair replaces the
-/// one in service (new handshakes get it), a bad one is logged and counted and the old pair
-/// stays.
+/// one in service (new handshakes get it), a bad one is logged at error level and counted,
+/// and the old pair stays. Nothing a poll meets ends the loop, a panic included: the next
+/// change is looked at all the same.
 pub(crate) async fn reload(
     files: TlsFiles,
     provider: Arc<CryptoProvider>,
     resolver: Arc<Resolver>,
-    mut last: Snapshot,
+    last: Snapshot,
     interval: Duration,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
@@ -206,36 +261,30 @@ pub(crate) async fn reload(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    // The last read error, so a missing file is reported once, not every second.
-    let mut last_error: Option<String> = None;
+    let mut seen = Seen {
+        last,
+        last_error: None,
+    };
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = super::conn::fired(&mut stop) => return,
         }
-        let (cert_pem, key_pem) = match read_pair(&files).await {
-            Ok(pair) => pair,
-            Err(e) => {
-                let text = e.to_string();
-                if last_error.as_deref() != Some(text.as_str()) {
-                    tracing::warn!(error = %text, "serving certificate not reloaded; the one in service stays");
-                    metrics.tls_reload(false);
-                    last_error = Some(text);
-                }
-                continue;
-            }
-        };
-        last_error = None;
-        if last.cert_pem == cert_pem && last.key_pem == key_pem {
-            continue;
-        }
-        last = Snapshot {
-            cert_pem: cert_pem.clone(),
-            key_pem: key_pem.clone(),
-        };
-        match parse(&files, cert_pem, key_pem, &provider) {
-            Ok(loaded) => {
-                metrics.set_cert_not_after(loaded.not_after);
+        // `seen` is two plain values: after a panic, at worst one change is looked at again.
+        let polled = AssertUnwindSafe(poll(&files, &provider, &mut seen))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                Poll::Failed(TlsError::Internal {
+                    cert: files.cert.clone(),
+                    key: files.key.clone(),
+                    reason: panic_message(panic.as_ref()),
+                })
+            });
+        match polled {
+            Poll::Quiet => {}
+            Poll::Reloaded(loaded) => {
+                metrics.set_cert_not_after(Some(loaded.not_after));
                 metrics.tls_reload(true);
                 resolver.current.store(Arc::new(loaded.key));
                 tracing::info!(
@@ -244,101 +293,83 @@ pub(crate) async fn reload(
                     "serving certificate reloaded"
                 );
             }
-            Err(e) => {
+            Poll::Failed(e) => {
                 metrics.tls_reload(false);
-                tracing::warn!(error = %e, "serving certificate not reloaded; the one in service stays");
+                tracing::error!(
+                    error = %e,
+                    "serving certificate not reloaded; the one in service stays"
+                );
             }
         }
     }
 }
 
-/// The certificate's notAfter in seconds since the epoch, found by walking just enough DER
-/// (Certificate → tbsCertificate → validity) to avoid a full X.509 parser for one field.
-pub(crate) fn not_after(cert: &[u8]) -> Option<i64> {
-    let (tag, certificate, _) = tlv(cert)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (tag, tbs, _) = tlv(certificate)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let mut rest = tbs;
-    let (tag, _, after) = tlv(rest)?;
-    if tag == 0xa0 {
-        rest = after; // [0] version
-    }
-    for _ in 0..3 {
-        rest = tlv(rest)?.2; // serialNumber, signature, issuer
-    }
-    let (tag, validity, _) = tlv(rest)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let not_before_rest = tlv(validity)?.2;
-    let (tag, time, _) = tlv(not_before_rest)?;
-    der_time(tag, time)
+/// What the reload loop has already acted on.
+struct Seen {
+    /// The file contents last looked at, good or bad.
+    last: Snapshot,
+    /// The last read error, so that a missing file is reported once, not at every poll.
+    last_error: Option<String>,
 }
 
-/// One DER tag-length-value: (tag, contents, the bytes after it). Single-byte tags only,
-/// which is all a certificate's outer structure uses.
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
+/// What one look at the files found.
+enum Poll {
+    /// Nothing new: the same contents, or the same read error, as last time.
+    Quiet,
+    Reloaded(Loaded),
+    Failed(TlsError),
 }
 
-/// UTCTime (`YYMMDDHHMMSSZ`, years 1950–2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
-fn der_time(tag: u8, text: &[u8]) -> Option<i64> {
-    let text = std::str::from_utf8(text).ok()?;
-    let digits = text.strip_suffix('Z')?;
-    let (year, rest) = match (tag, digits.len()) {
-        (0x17, 12) => {
-            let yy: i32 = digits[..2].parse().ok()?;
-            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &digits[2..])
+async fn poll(files: &TlsFiles, provider: &CryptoProvider, seen: &mut Seen) -> Poll {
+    let (cert_pem, key_pem) = match read_pair(files).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            let text = e.to_string();
+            if seen.last_error.as_deref() == Some(text.as_str()) {
+                return Poll::Quiet;
+            }
+            seen.last_error = Some(text);
+            return Poll::Failed(e);
         }
-        (0x18, 14) => (digits[..4].parse().ok()?, &digits[4..]),
-        _ => return None,
     };
-    if !rest.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    seen.last_error = None;
+    if seen.last.cert_pem == cert_pem && seen.last.key_pem == key_pem {
+        return Poll::Quiet;
     }
-    let field = |i: usize| rest[i..i + 2].parse::<u8>().ok();
-    let month = time::Month::try_from(field(0)?).ok()?;
-    let date = time::Date::from_calendar_date(year, month, field(2)?).ok()?;
-    let clock = time::Time::from_hms(field(4)?, field(6)?, field(8)?).ok()?;
-    Some(
-        time::PrimitiveDateTime::new(date, clock)
-            .assume_utc()
-            .unix_timestamp(),
-    )
+    seen.last = Snapshot {
+        cert_pem: cert_pem.clone(),
+        key_pem: key_pem.clone(),
+    };
+    match parse(files, cert_pem, key_pem, provider) {
+        Ok(loaded) => Poll::Reloaded(loaded),
+        Err(e) => Poll::Failed(e),
+    }
+}
+
+/// The certificate's notAfter in seconds since the epoch, read with `x509-parser`. The whole
+/// certificate must parse (extensions are taken as opaque: only the validity is needed), with
+/// nothing after it, as any client's verifier will require.
+pub(crate) fn not_after(der: &[u8]) -> Result<i64, String> {
+    let mut parser = X509CertificateParser::new().with_deep_parse_extensions(false);
+    match parser.parse(der) {
+        Ok(([], cert)) => Ok(cert.validity().not_after.timestamp()),
+        Ok((rest, _)) => Err(format!("{} bytes follow the certificate", rest.len())),
+        Err(nom::Err::Error(e) | nom::Err::Failure(e)) => Err(e.to_string()),
+        Err(nom::Err::Incomplete(_)) => Err("the certificate is cut short".to_string()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cert_expiring(not_after: time::OffsetDateTime) -> Vec<u8> {
+    fn cert_expiring(not_after: time::OffsetDateTime) -> (Vec<u8>, rcgen::KeyPair) {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params =
             rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
         params.not_after = not_after;
-        params.self_signed(&key).expect("cert").der().to_vec()
+        let der = params.self_signed(&key).expect("cert").der().to_vec();
+        (der, key)
     }
 
     fn utc(year: i32, month: time::Month, day: u8, h: u8, m: u8, s: u8) -> time::OffsetDateTime {
@@ -347,23 +378,127 @@ mod tests {
         time::PrimitiveDateTime::new(date, clock).assume_utc()
     }
 
+    /// `der` with the one occurrence of the DER element `tag, len, text` given `with` as its
+    /// contents (same length, so no length above it changes).
+    fn patched(der: &[u8], tag: u8, text: &str, with: &[u8]) -> Vec<u8> {
+        assert_eq!(text.len(), with.len(), "same length");
+        let needle = [&[tag, text.len() as u8][..], text.as_bytes()].concat();
+        let at = der
+            .windows(needle.len())
+            .position(|w| w == needle.as_slice())
+            .expect("the time is in the certificate");
+        let mut out = der.to_vec();
+        out[at + 2..at + needle.len()].copy_from_slice(with);
+        out
+    }
+
+    fn pem(label: &str, der: &[u8]) -> Vec<u8> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let mut out = format!("-----BEGIN {label}-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            out.push('\n');
+        }
+        out.push_str(&format!("-----END {label}-----\n"));
+        out.into_bytes()
+    }
+
+    fn files() -> TlsFiles {
+        TlsFiles {
+            cert: PathBuf::from("/secret/tls.crt"),
+            key: PathBuf::from("/secret/tls.key"),
+        }
+    }
+
     #[test]
     fn reads_not_after_as_utc_time() {
         let at = utc(2031, time::Month::July, 4, 12, 34, 56);
-        assert_eq!(not_after(&cert_expiring(at)), Some(at.unix_timestamp()));
+        assert_eq!(not_after(&cert_expiring(at).0), Ok(at.unix_timestamp()));
     }
 
     #[test]
     fn reads_not_after_as_generalized_time() {
         // RFC 5280: dates from 2050 on are GeneralizedTime.
         let at = utc(2071, time::Month::January, 2, 3, 4, 5);
-        assert_eq!(not_after(&cert_expiring(at)), Some(at.unix_timestamp()));
+        assert_eq!(not_after(&cert_expiring(at).0), Ok(at.unix_timestamp()));
     }
 
     #[test]
-    fn not_after_of_garbage_is_none() {
-        assert_eq!(not_after(b""), None);
-        assert_eq!(not_after(b"\x30\x82\xff\xff"), None);
-        assert_eq!(not_after(&[0x30, 0x03, 0x30, 0x01, 0x02]), None);
+    fn not_after_of_garbage_is_an_error() {
+        assert!(not_after(b"").is_err());
+        assert!(not_after(b"\x30\x82\xff\xff").is_err());
+        assert!(not_after(&[0x30, 0x03, 0x30, 0x01, 0x02]).is_err());
+        let (der, _) = cert_expiring(utc(2031, time::Month::July, 4, 12, 34, 56));
+        assert!(not_after(&der[..der.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn bytes_after_the_certificate_are_an_error() {
+        let (mut der, _) = cert_expiring(utc(2031, time::Month::July, 4, 12, 34, 56));
+        der.push(0);
+        let e = not_after(&der).expect_err("trailing byte");
+        assert!(e.contains("1 bytes follow"), "{e}");
+    }
+
+    #[test]
+    fn multi_byte_utf_8_in_the_time_is_an_error_not_a_panic() {
+        // Valid UTF-8, 'Z' last, the right byte length: a char boundary falls mid-field.
+        let (der, _) = cert_expiring(utc(2031, time::Month::July, 4, 12, 34, 56));
+        let bad = patched(&der, 0x17, "310704123456Z", "3\u{e9}070412345Z".as_bytes());
+        assert!(not_after(&bad).is_err());
+        let (der, _) = cert_expiring(utc(2071, time::Month::January, 2, 3, 4, 5));
+        let bad = patched(
+            &der,
+            0x18,
+            "20710102030405Z",
+            "207\u{e9}010203040Z".as_bytes(),
+        );
+        assert!(not_after(&bad).is_err());
+        // Not UTF-8 at all.
+        let bad = patched(&der, 0x18, "20710102030405Z", b"20710102030405\xff");
+        assert!(not_after(&bad).is_err());
+    }
+
+    #[test]
+    fn a_pair_whose_certificate_does_not_parse_is_a_certificate_error() {
+        let (der, key) = cert_expiring(utc(2031, time::Month::July, 4, 12, 34, 56));
+        let bad = patched(&der, 0x17, "310704123456Z", "3\u{e9}070412345Z".as_bytes());
+        let e = parse(
+            &files(),
+            pem("CERTIFICATE", &bad),
+            key.serialize_pem().into_bytes(),
+            &provider(),
+        )
+        .err()
+        .expect("rejected");
+        assert!(matches!(e, TlsError::Certificate { .. }), "{e:?}");
+        assert!(e.to_string().contains("/secret/tls.crt"), "{e}");
+    }
+
+    #[test]
+    fn a_good_pair_parses_with_its_expiry() {
+        let at = utc(2031, time::Month::July, 4, 12, 34, 56);
+        let (der, key) = cert_expiring(at);
+        let loaded = parse(
+            &files(),
+            pem("CERTIFICATE", &der),
+            key.serialize_pem().into_bytes(),
+            &provider(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.not_after, at.unix_timestamp());
+    }
+
+    #[test]
+    fn a_panic_while_parsing_is_an_internal_error() {
+        let e = guarded::<()>(&files(), || panic!("boom {}", 1)).expect_err("caught");
+        assert!(matches!(e, TlsError::Internal { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("panicked: boom 1"), "{text}");
+        assert!(text.contains("/secret/tls.crt"), "{text}");
+        let e = guarded::<()>(&files(), || panic!("plain")).expect_err("caught");
+        assert!(e.to_string().contains("panicked: plain"), "{e}");
+        assert!(guarded(&files(), || Ok(1)).is_ok());
     }
 }
