@@ -142,6 +142,7 @@ struct CertsArgs {
 }
 
 fn main() -> ExitCode {
+    cap_malloc_arenas();
     let cli = Cli::parse();
     // One crypto provider in the process: ring, for the server and the kube client alike.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -160,6 +161,22 @@ fn main() -> ExitCode {
             }
             Err(e) => report(Err(e)),
         },
+    }
+}
+
+/// glibc gives each thread that allocates its own malloc arena (up to 8 per core), and memory
+/// freed in one arena is not reused by another: under bursts of large pods that doubled peak
+/// RSS (120 MiB against 57 MiB with two arenas, at no measured cost in throughput). Two arenas
+/// are set here, before any thread starts, so that every way of running sbmesh gets them; a
+/// `MALLOC_ARENA_MAX` in the environment still wins.
+fn cap_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before any other thread
+        // exists, so no allocation races with it.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
     }
 }
 

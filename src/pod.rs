@@ -212,7 +212,11 @@ impl<'a> StrMap<'a> {
     fn dedupe(&mut self) {
         let n = self.entries.len();
         let repeated = if n <= 16 {
-            (1..n).any(|i| self.entries[..i].iter().any(|(k, _)| *k == self.entries[i].0))
+            (1..n).any(|i| {
+                self.entries[..i]
+                    .iter()
+                    .any(|(k, _)| *k == self.entries[i].0)
+            })
         } else {
             let mut seen = HashSet::with_capacity(n);
             !self.entries.iter().all(|(k, _)| seen.insert(k.as_ref()))
@@ -221,7 +225,8 @@ impl<'a> StrMap<'a> {
             return;
         }
         let mut out: Vec<(Str<'a>, &'a RawValue)> = Vec::with_capacity(n);
-        let mut index = std::collections::HashMap::with_capacity(n);
+        let mut index: std::collections::HashMap<Str<'a>, usize> =
+            std::collections::HashMap::with_capacity(n);
         for (k, v) in self.entries.drain(..) {
             match index.get(&k) {
                 Some(&i) => out[i].1 = v,
@@ -658,5 +663,126 @@ impl<'de: 'a, 'a> FromMap<'de> for StrMap<'a> {
 
     fn finish(&mut self) {
         self.dedupe();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_without_escapes_are_borrowed_and_with_escapes_decoded() {
+        let json = r#"{"metadata": {"name": "orders-1", "annotations": {"a": "plain", "b": "tab\there"}}}"#;
+        let pod = Pod::parse(json).unwrap();
+        let m = pod.metadata().unwrap();
+        assert!(matches!(m.name, Some(Cow::Borrowed("orders-1"))));
+        assert!(matches!(pod.annotation("a"), Some(Cow::Borrowed("plain"))));
+        assert_eq!(pod.annotation("b").as_deref(), Some("tab\there"));
+        assert!(matches!(pod.annotation("b"), Some(Cow::Owned(_))));
+    }
+
+    #[test]
+    fn fields_of_another_type_are_recorded_not_errors() {
+        let json = r#"{"metadata": "x", "spec": {"containers": {"a": 1}, "volumes": 3,
+            "initContainers": [7, {"name": 1, "env": "no"}]}}"#;
+        let pod = Pod::parse(json).unwrap();
+        assert!(matches!(pod.metadata, Field::Wrong(JsonType::String)));
+        let spec = pod.spec().unwrap();
+        assert_eq!(spec.containers.optional().err(), Some(JsonType::Object));
+        assert_eq!(spec.volumes.optional().err(), Some(JsonType::Number));
+        let init = spec.init_containers.get().unwrap();
+        assert_eq!(init.len(), 2);
+        assert_eq!(init[0].name, Field::Absent);
+        assert_eq!(init[1].name, Field::Wrong(JsonType::Number));
+        assert_eq!(init[1].env.optional().err(), Some(JsonType::String));
+    }
+
+    #[test]
+    fn null_and_absent_lists_are_no_list() {
+        let pod = Pod::parse(r#"{"spec": {"containers": null}}"#).unwrap();
+        let spec = pod.spec().unwrap();
+        assert_eq!(spec.containers.optional().map(|c| c.is_none()), Ok(true));
+        assert_eq!(spec.volumes.optional().map(|c| c.is_none()), Ok(true));
+        assert!(!spec.containers.is_set());
+    }
+
+    #[test]
+    fn repeated_keys_keep_first_place_and_last_value() {
+        let pod =
+            Pod::parse(r#"{"metadata": {"labels": {"a": "1", "b": "2", "a": "3"}}}"#).unwrap();
+        let labels = pod.labels().unwrap();
+        assert_eq!(labels.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(labels.get("a").as_deref(), Some("3"));
+        // The same past the short-map path.
+        let many: Vec<String> = (0..40)
+            .map(|i| format!("\"k{}\": \"{i}\"", i % 20))
+            .collect();
+        let json = format!(r#"{{"metadata": {{"labels": {{{}}}}}}}"#, many.join(","));
+        let pod = Pod::parse(&json).unwrap();
+        let labels = pod.labels().unwrap();
+        assert_eq!(labels.len(), 20);
+        assert_eq!(labels.get("k0").as_deref(), Some("20"));
+    }
+
+    #[test]
+    fn env_and_mount_entries_read_what_sbmesh_compares() {
+        let json = r#"{"spec": {"containers": [{"name": "app",
+            "env": [{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {"x": 1}},
+                    {"name": "C", "valueFrom": null}, "junk"],
+            "volumeMounts": [{"name": "v", "mountPath": "/p", "readOnly": true},
+                             {"name": "w", "mountPath": "/q", "subPath": "s"}]}]}}"#;
+        let pod = Pod::parse(json).unwrap();
+        let c = &pod.spec().unwrap().containers.get().unwrap()[0];
+        let env = c.env.get().unwrap();
+        assert_eq!(env[0].value.as_deref(), Some("1"));
+        assert!(env[1].value_from && !env[2].value_from);
+        assert!(env[3].name.is_none());
+        let mounts = c.volume_mounts.get().unwrap();
+        assert!(
+            mounts[0].is_object && !mounts[0].other_fields && mounts[0].read_only == Some(true)
+        );
+        assert!(mounts[1].other_fields);
+    }
+
+    #[test]
+    fn unread_subtrees_are_skipped_at_any_depth() {
+        let deep = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
+        let json = format!(r#"{{"metadata": {{"name": "p", "x": {deep}}}, "status": {deep}}}"#);
+        let pod = Pod::parse(&json).unwrap();
+        assert_eq!(pod.display_name(), "p");
+    }
+
+    #[test]
+    fn a_pod_that_is_not_an_object_has_no_parts() {
+        let pod = Pod::parse("[1, 2]").unwrap();
+        assert!(pod.metadata().is_none() && pod.spec().is_none());
+        assert_eq!(pod.service_account_name(), "default");
+        assert!(Pod::parse("{").is_err());
+    }
+
+    #[test]
+    fn service_account_falls_back_to_the_deprecated_field_then_default() {
+        let name = |json: &str| Pod::parse(json).unwrap().service_account_name().to_string();
+        assert_eq!(
+            name(r#"{"spec": {"serviceAccountName": "a", "serviceAccount": "b"}}"#),
+            "a"
+        );
+        assert_eq!(
+            name(r#"{"spec": {"serviceAccountName": "", "serviceAccount": "b"}}"#),
+            "b"
+        );
+        assert_eq!(name(r#"{"spec": {"serviceAccountName": 3}}"#), "default");
+    }
+
+    #[test]
+    fn raw_strings_and_volume_names() {
+        let raw: &RawValue = serde_json::from_str(r#""a\"b""#).unwrap();
+        assert_eq!(raw_str(raw).as_deref(), Some("a\"b"));
+        let raw: &RawValue = serde_json::from_str("12").unwrap();
+        assert_eq!(raw_str(raw), None);
+        let raw: &RawValue = serde_json::from_str(r#"{"name": "v", "emptyDir": {}}"#).unwrap();
+        assert_eq!(volume_name(raw).as_deref(), Some("v"));
+        let raw: &RawValue = serde_json::from_str(r#"["v"]"#).unwrap();
+        assert_eq!(volume_name(raw), None);
     }
 }
