@@ -14,7 +14,7 @@ use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
 use super::TlsFiles;
-use super::metrics::Metrics;
+use super::metrics::{Reload, ShellMetrics};
 
 /// Why a certificate/key pair could not be put in service. Every message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +91,7 @@ pub(crate) struct Loaded {
 }
 
 impl Loaded {
-    pub(crate) fn into_resolver(self, metrics: &Metrics) -> (Arc<Resolver>, Snapshot) {
+    pub(crate) fn into_resolver(self, metrics: &ShellMetrics) -> (Arc<Resolver>, Snapshot) {
         metrics.set_cert_not_after(self.not_after);
         let resolver = Arc::new(Resolver {
             current: ArcSwap::from_pointee(self.key),
@@ -200,7 +200,7 @@ pub(crate) async fn reload(
     resolver: Arc<Resolver>,
     mut last: Snapshot,
     interval: Duration,
-    metrics: Arc<Metrics>,
+    metrics: ShellMetrics,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -219,7 +219,7 @@ pub(crate) async fn reload(
                 let text = e.to_string();
                 if last_error.as_deref() != Some(text.as_str()) {
                     tracing::warn!(error = %text, "serving certificate not reloaded; the one in service stays");
-                    metrics.tls_reload(false);
+                    metrics.tls_reload(Reload::Failure);
                     last_error = Some(text);
                 }
                 continue;
@@ -236,7 +236,7 @@ pub(crate) async fn reload(
         match parse(&files, cert_pem, key_pem, &provider) {
             Ok(loaded) => {
                 metrics.set_cert_not_after(loaded.not_after);
-                metrics.tls_reload(true);
+                metrics.tls_reload(Reload::Success);
                 resolver.current.store(Arc::new(loaded.key));
                 tracing::info!(
                     cert = %files.cert.display(),
@@ -245,7 +245,7 @@ pub(crate) async fn reload(
                 );
             }
             Err(e) => {
-                metrics.tls_reload(false);
+                metrics.tls_reload(Reload::Failure);
                 tracing::warn!(error = %e, "serving certificate not reloaded; the one in service stays");
             }
         }
