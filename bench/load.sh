@@ -2,8 +2,8 @@
 # End-to-end load test of `sbmesh serve` on loopback, against a baseline in the same run.
 #
 # The baseline (examples/baseline.rs) serves FIXED response bytes (the webhook's own answer to
-# the typical pod) through the same TLS + HTTP stack and settings, so the ratio webhook/baseline
-# is what admission itself costs. Runs alternate A/B/B/A per protocol to spread drift on a
+# the typical pod) in the webhook's own server shell (sbmesh::server::serve, default settings),
+# so the ratio webhook/baseline is what admission itself costs. Runs alternate A/B/B/A per protocol to spread drift on a
 # noisy machine. Reports, ratios first:
 #   - throughput, HTTP/2 and HTTP/1.1 (h2load, saturating), and server CPU time per request
 #   - p50/p99 latency at a fixed 1,000 req/s (oha, latency-corrected)
@@ -233,7 +233,7 @@ MIB_MS="$(single_of webhook pod1mib 3)"
 cat <<EOF
 
 sbmesh load test — $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), loopback, client on the same CPUs
-webhook: sbmesh serve --cluster off (JSON logs, MALLOC_ARENA_MAX=2); baseline: fixed $(wc -c <"$WORK/baseline.response")-byte response, same TLS + HTTP stack
+webhook: sbmesh serve --cluster off (JSON logs, MALLOC_ARENA_MAX=2); baseline: fixed $(wc -c <"$WORK/baseline.response")-byte response, same server shell
 typical request: $(size_of typical); medians of $ROUNDS A/B rounds × ${DURATION}s (h2load: h2 -c16 -m8, h1 -c32)
 
 | target (issue 7)                         | measured                       | limit    | verdict |

@@ -1,12 +1,12 @@
 //! Load-test helper for `bench/load.sh`.
 //!
-//! `baseline serve`: the **baseline** the webhook is measured against. The same TLS and HTTP
-//! stack as `sbmesh serve` (rustls with ring, TLS 1.2/1.3, ALPN h2 then http/1.1, hyper-util's
-//! HTTP/1 and HTTP/2 builders with the same timeouts and stream cap, an axum router, the body
-//! read under the same limit), answering every `POST /mutate` with FIXED bytes: the response
-//! the webhook gives the typical pod, encoded once at start. What the webhook costs beyond
-//! this is the admission itself (parse, plan, mutate, encode), its logging and metrics.
-//! `sbmesh::server::serve` cannot be reused for this: its handler is the real one.
+//! `baseline serve`: the **baseline** the webhook is measured against. The webhook's own shell,
+//! `sbmesh::server::serve` with the default settings (TLS with the certificate reloaded from
+//! disk, ALPN h2 then http/1.1, the same accept loop, HTTP/1 and HTTP/2 builders, timeouts,
+//! stream cap and drain), hosting an axum router that reads the body under the same limit and
+//! answers every `POST /mutate` with FIXED bytes: the response the webhook gives the typical
+//! pod, encoded once at start. What the webhook costs beyond this is the admission itself
+//! (parse, plan, mutate, encode), its logging and metrics.
 //!
 //! `baseline bodies DIR`: writes the request bodies the benchmarks use (`benches/support`).
 //!
@@ -21,7 +21,6 @@
 #[path = "../benches/support/mod.rs"]
 mod support;
 
-use std::convert::Infallible;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -32,20 +31,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt as _, Limited};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt as _;
 
 use sbmesh::admission;
 use sbmesh::contract::{Context, IdentityMode};
+use sbmesh::server::{self, Host, Listeners, Services, Settings, TlsFiles};
 
 #[derive(Parser)]
 #[command(
@@ -58,7 +54,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Serve fixed response bytes through the webhook's TLS + HTTP stack.
+    /// Serve fixed response bytes in the webhook's server shell.
     Serve {
         #[arg(long, default_value = "127.0.0.1:8444")]
         listen: SocketAddr,
@@ -78,13 +74,6 @@ enum Cmd {
         command: Vec<String>,
     },
 }
-
-/// The webhook's defaults (`sbmesh::server::Settings::default()`), repeated here so the
-/// baseline cannot drift silently: `bench/load.sh` starts both with their defaults.
-const BODY_LIMIT: usize = 8 * 1024 * 1024;
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
-const MAX_CONCURRENT_REQUESTS: usize = 256;
-const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
@@ -197,58 +186,20 @@ fn fixed_response() -> anyhow::Result<Bytes> {
     Ok(Bytes::from(response.to_review_json()))
 }
 
-fn tls_config(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<rustls::ServerConfig> {
-    let cert_pem =
-        std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
-    let key_pem = std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
-    let chain = rustls_pemfile::certs(&mut cert_pem.as_slice()).collect::<Result<Vec<_>, _>>()?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())?.context("no private key")?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-struct Builders {
-    h1: auto::Builder<TokioExecutor>,
-    h2: auto::Builder<TokioExecutor>,
-    sniff: auto::Builder<TokioExecutor>,
-}
-
-fn builders() -> Builders {
-    let mut base = auto::Builder::new(TokioExecutor::new());
-    base.http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    base.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_CONCURRENT_REQUESTS as u32)
-        .keep_alive_interval(H2_KEEP_ALIVE)
-        .keep_alive_timeout(H2_KEEP_ALIVE);
-    Builders {
-        h1: base.clone().http1_only(),
-        h2: base.clone().http2_only(),
-        sniff: base,
-    }
-}
-
+/// What the baseline answers with, and the webhook's limits it reads bodies under.
 #[derive(Clone)]
 struct Fixed {
     body: Bytes,
+    body_limit: usize,
     in_flight: Arc<Semaphore>,
 }
 
-async fn mutate(axum::extract::State(fixed): axum::extract::State<Fixed>, body: Body) -> Response {
-    let Ok(_permit) = fixed.in_flight.clone().try_acquire_owned() else {
+async fn mutate(State(fixed): State<Fixed>, body: Body) -> Response {
+    let Ok(_permit) = fixed.in_flight.try_acquire() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "busy\n").into_response();
     };
-    // Read the body as the webhook does, then throw it away.
-    match Limited::new(body, BODY_LIMIT).collect().await {
+    // Read the body under the webhook's limit, then throw it away.
+    match Limited::new(body, fixed.body_limit).collect().await {
         Ok(collected) => drop(collected.to_bytes()),
         Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "too large\n").into_response(),
     }
@@ -259,57 +210,39 @@ async fn mutate(axum::extract::State(fixed): axum::extract::State<Fixed>, body: 
         .into_response()
 }
 
+/// The webhook's shell (`sbmesh::server::serve`) with its default settings, hosting a router
+/// that answers `POST /mutate` with fixed bytes.
 fn serve(listen: SocketAddr, cert: PathBuf, key: PathBuf) -> anyhow::Result<()> {
+    let settings = Settings::default();
     let fixed = Fixed {
         body: fixed_response()?,
-        in_flight: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)),
+        body_limit: settings.body_limit,
+        in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
     };
-    let acceptor = TlsAcceptor::from(Arc::new(tls_config(&cert, &key)?));
     let router = Router::new()
         .route("/mutate", post(mutate))
         .route("/readyz", get(|| async { "ok\n" }))
         .with_state(fixed);
-    let builders = Arc::new(builders());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
+        let webhook = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         eprintln!("baseline: serving fixed responses on {listen}");
-        loop {
-            let (tcp, _) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    eprintln!("baseline: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let (acceptor, router, builders) = (acceptor.clone(), router.clone(), builders.clone());
-            tokio::spawn(async move {
-                let _ = tcp.set_nodelay(true);
-                let Ok(Ok(tls)) =
-                    tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await
-                else {
-                    return;
-                };
-                let builder = match tls.get_ref().1.alpn_protocol() {
-                    Some(b"h2") => &builders.h2,
-                    Some(_) => &builders.h1,
-                    None => &builders.sniff,
-                };
-                let service =
-                    hyper::service::service_fn(move |request: axum::http::Request<Incoming>| {
-                        let router = router.clone();
-                        async move {
-                            let response = router.oneshot(request.map(Body::new)).await;
-                            Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
-                        }
-                    });
-                let _ = builder.serve_connection(TokioIo::new(tls), service).await;
-            });
-        }
+        let listeners = Listeners {
+            webhook,
+            admin: None,
+        };
+        let services = |_: &Host| Services {
+            webhook: router.clone(),
+            admin: router,
+        };
+        let tls = TlsFiles { cert, key };
+        // Stopped by a signal, like any process without a handler.
+        server::serve(listeners, tls, services, settings, std::future::pending())
+            .await
+            .context("baseline server")
     })
 }

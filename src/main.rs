@@ -306,7 +306,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         defaults: Arc::new(params.defaults),
         cluster,
     };
-    server::serve(webhook, admin, tls, app, settings, shutdown_signal()).await?;
+    let listeners = server::Listeners { webhook, admin };
+    server::serve_admission(listeners, tls, app, settings, shutdown_signal()).await?;
     tracing::info!("sbmesh stopped");
     Ok(())
 }

@@ -1109,9 +1109,11 @@ async fn certificate_with_multi_byte_utf_8_in_its_expiry_fails_the_start_with_an
         cluster: sbmesh::cluster::Cluster::off(sbmesh::contract::IdentityMode::Inject),
     };
     // Spawned, so that a panic shows as one rather than failing the test some other way.
-    let serve = tokio::spawn(sbmesh::server::serve(
-        webhook,
-        None,
+    let serve = tokio::spawn(sbmesh::server::serve_admission(
+        sbmesh::server::Listeners {
+            webhook,
+            admin: None,
+        },
         secret.files(),
         app,
         test_settings(),

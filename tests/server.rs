@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt as _;
 
 use common::*;
-use sbmesh::server::Settings;
+use sbmesh::server::{Listeners, Settings};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -60,6 +60,17 @@ fn oversized_review(bytes: usize) -> Vec<u8> {
         "uid-too-large",
         with_annotation(controller_pod(), "example.com/padding", &"x".repeat(bytes)),
     )
+}
+
+/// The value of a gauge (or any series) on the admin port now.
+async fn gauge(server: &TestServer, series: &str) -> f64 {
+    let text = server.metrics().await;
+    metric(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// `Some` once `series` reads `value`: a check for [`eventually`].
+async fn gauge_is(server: &TestServer, series: &str, value: f64) -> Option<()> {
+    (gauge(server, series).await == value).then_some(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,6 +417,14 @@ async fn metrics_count_admissions_and_rejections() {
         value(r#"sbmesh_rejected_requests_total{reason="overloaded"}"#),
         0.0
     );
+    assert_eq!(value(IN_FLIGHT), 0.0);
+    assert_eq!(value(BUDGET_HELD), 0.0);
+    assert_eq!(value(BUDGET_WAITING), 0.0);
+    // This scrape's own connection is open on the admin port.
+    assert!(
+        value(r#"sbmesh_connections{port="admin"}"#) >= 1.0,
+        "{text}"
+    );
     assert_eq!(value("sbmesh_admission_duration_seconds_count"), 10.0);
     assert!(
         text.contains(r#"sbmesh_admission_duration_seconds_bucket{le="0.00005"}"#),
@@ -480,9 +499,11 @@ async fn serve_fails_at_start_naming_a_missing_key_file() {
         defaults: Arc::new(test_defaults()),
         cluster: sbmesh::cluster::Cluster::off(sbmesh::contract::IdentityMode::Inject),
     };
-    let err = sbmesh::server::serve(
-        listener,
-        None,
+    let err = sbmesh::server::serve_admission(
+        Listeners {
+            webhook: listener,
+            admin: None,
+        },
         files,
         app,
         test_settings(),
@@ -506,9 +527,11 @@ async fn serve_fails_at_start_when_the_key_does_not_match_the_certificate() {
         defaults: Arc::new(test_defaults()),
         cluster: sbmesh::cluster::Cluster::off(sbmesh::contract::IdentityMode::Inject),
     };
-    let err = sbmesh::server::serve(
-        listener,
-        None,
+    let err = sbmesh::server::serve_admission(
+        Listeners {
+            webhook: listener,
+            admin: None,
+        },
         secret.files(),
         app,
         test_settings(),
@@ -594,20 +617,35 @@ async fn connection_beyond_the_cap_waits_for_a_free_slot() {
         .expect("first");
     assert_eq!(reply.status, StatusCode::OK);
 
+    const OPEN: &str = r#"sbmesh_connections{port="webhook"}"#;
+    eventually(WAIT, "the first connection takes the only slot", || {
+        gauge_is(&server, OPEN, 1.0)
+    })
+    .await;
+
     let (addr, roots) = (server.addr, server.roots.clone());
-    let mut second = tokio::spawn(async move {
+    let second = tokio::spawn(async move {
         let mut conn = Conn::open(addr, &roots, Proto::Http1).await?;
         Ok::<_, Error>(
             conn.review(pod_review("uid-second", controller_pod()))
                 .await?,
         )
     });
-    // Not refused, not served: it waits in the backlog while the only slot is taken.
+    // Not refused, not served: it waits in the listener's backlog while the only slot is taken.
+    eventually(
+        WAIT,
+        "the second connection waits in the listener's backlog",
+        || async move { (accept_queue(addr).expect("the listener's row") == 1).then_some(()) },
+    )
+    .await;
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), &mut second)
-            .await
-            .is_err(),
-        "a connection beyond the cap was served"
+        !second.is_finished(),
+        "a connection in the backlog finished"
+    );
+    assert_eq!(
+        gauge(&server, OPEN).await,
+        1.0,
+        "a connection beyond the cap was accepted"
     );
     drop(first);
     let reply = tokio::time::timeout(WAIT, second)
@@ -635,14 +673,15 @@ async fn requests_beyond_the_concurrency_limit_get_503() {
         let (head, tail) = review.split_at(review.len() / 2);
         tx.send(head.to_vec().into()).await.expect("first half");
         let held = tokio::spawn(async move { holder.send(request).await });
-
-        let refused = eventually(WAIT, "a second request is refused", || async {
-            let reply = server
-                .review(proto, pod_review("uid-second", controller_pod()))
-                .await;
-            (reply.status == StatusCode::SERVICE_UNAVAILABLE).then_some(reply)
+        eventually(WAIT, "the holder takes the only slot", || {
+            gauge_is(&server, IN_FLIGHT, 1.0)
         })
         .await;
+
+        let refused = server
+            .review(proto, pod_review("uid-second", controller_pod()))
+            .await;
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{proto:?}");
         assert!(refused.text().contains("in flight"), "{}", refused.text());
 
         tx.send(tail.to_vec().into()).await.expect("second half");
@@ -655,12 +694,14 @@ async fn requests_beyond_the_concurrency_limit_get_503() {
         assert_eq!(response.admission()["allowed"], true);
     }
     let metrics = server.metrics().await;
-    assert!(
+    assert_eq!(
         metric(
             &metrics,
             r#"sbmesh_rejected_requests_total{reason="overloaded"}"#
-        ) >= Some(2.0)
+        ),
+        Some(2.0)
     );
+    assert_eq!(metric(&metrics, IN_FLIGHT), Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -923,8 +964,9 @@ async fn keep_sending(
                     reply.status,
                     reply.text()
                 )),
-                // Canceled: the client never sent it (the connection went away first).
-                Err(e) if e.is_canceled() => continue 'connect,
+                // Canceled, or the connection found closed when `send` checked it was ready
+                // (it may close between the check above and that one): never sent.
+                Err(e) if e.is_canceled() || e.is_closed() => continue 'connect,
                 Err(e) => {
                     tally.fail(format!("{proto:?}: {e:?}"));
                     continue 'connect;
@@ -1036,6 +1078,10 @@ async fn shutdown_drains_every_sent_request_and_stops_being_ready_at_once() {
     );
 }
 
+const IN_FLIGHT: &str = "sbmesh_requests_in_flight";
+const BUDGET_HELD: &str = "sbmesh_inflight_body_bytes";
+const BUDGET_WAITING: &str = "sbmesh_requests_waiting_for_body_budget";
+
 /// A pod review padded to about `bytes` with a large annotation.
 fn padded_review(uid: &str, bytes: usize) -> Vec<u8> {
     let mut pod = controller_pod();
@@ -1056,8 +1102,9 @@ async fn budget_server() -> TestServer {
 
 type Held = tokio::task::JoinHandle<Result<Reply, hyper::Error>>;
 
-/// Starts a request that declares a 56 KiB body and sends only its first 50 KiB; returns the
-/// body's sender, the rest of the body, and the pending reply.
+/// Starts a request that declares a 56 KiB body and sends only its first 50 KiB, and waits
+/// until the server has reserved its length in the body budget; returns the body's sender,
+/// the rest of the body, and the pending reply.
 async fn hold_declared_body(
     server: &TestServer,
     proto: Proto,
@@ -1073,6 +1120,10 @@ async fn hold_declared_body(
     let (head, tail) = big.split_at(50 * 1024);
     tx.send(head.to_vec().into()).await.expect("head");
     let held = tokio::spawn(async move { holder.send(request).await });
+    eventually(WAIT, "the holder's body is reserved", || async {
+        (gauge(server, BUDGET_HELD).await >= 56.0 * 1024.0).then_some(())
+    })
+    .await;
     (tx, tail.to_vec(), held)
 }
 
@@ -1082,6 +1133,7 @@ async fn bodies_beyond_the_in_flight_byte_budget_wait_for_room() {
     for proto in Proto::BOTH {
         // The holder declared 56 KiB and has sent 50: its whole length is reserved.
         let (tx, tail, held) = hold_declared_body(&server, proto).await;
+        let reserved = gauge(&server, BUDGET_HELD).await;
 
         // A 20 KiB body does not fit beside it: it waits instead of growing memory.
         let mut second = server.connect(proto).await;
@@ -1089,10 +1141,18 @@ async fn bodies_beyond_the_in_flight_byte_budget_wait_for_room() {
             tokio::spawn(
                 async move { second.review(padded_review("uid-waiting", 20 * 1024)).await },
             );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        eventually(WAIT, "the second body waits for room", || {
+            gauge_is(&server, BUDGET_WAITING, 1.0)
+        })
+        .await;
         assert!(
             !waiting.is_finished(),
-            "{proto:?}: the second body was read beyond the budget"
+            "{proto:?}: a waiting request was answered"
+        );
+        assert_eq!(
+            gauge(&server, BUDGET_HELD).await,
+            reserved,
+            "{proto:?}: the second body was taken in beyond the budget"
         );
 
         tx.send(tail.into()).await.expect("tail");
@@ -1102,6 +1162,9 @@ async fn bodies_beyond_the_in_flight_byte_budget_wait_for_room() {
         let reply = waiting.await.expect("waiting task").expect("waiting reply");
         assert_eq!(reply.admission()["uid"], "uid-waiting");
         assert_eq!(reply.admission()["allowed"], true);
+        // Both answered: nothing waits and nothing is held.
+        assert_eq!(gauge(&server, BUDGET_WAITING).await, 0.0, "{proto:?}");
+        assert_eq!(gauge(&server, BUDGET_HELD).await, 0.0, "{proto:?}");
     }
 }
 
@@ -1120,7 +1183,11 @@ async fn serve_refuses_a_body_budget_below_the_body_limit() {
         max_inflight_body_bytes: 1024,
         ..test_settings()
     };
-    let err = sbmesh::server::serve(listener, None, secret.files(), app, settings, async {})
+    let listeners = Listeners {
+        webhook: listener,
+        admin: None,
+    };
+    let err = sbmesh::server::serve_admission(listeners, secret.files(), app, settings, async {})
         .await
         .expect_err("a budget below the body limit is refused at start");
     assert!(err.to_string().contains("budget"), "{err}");

@@ -1,5 +1,5 @@
-//! The admin port (plain HTTP/1.1, meant for the kubelet and Prometheus, not the API server):
-//! `/metrics`, `/livez` and `/readyz`.
+//! The admission app's admin port (plain HTTP/1.1, meant for the kubelet and Prometheus, not
+//! the API server): `/metrics`, `/livez` and `/readyz`.
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::Shared;
+use super::app::Shared;
 use super::metrics::CONTENT_TYPE;
 use super::webhook::{healthz, not_found, readyz};
 
@@ -23,6 +23,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let text = shared.metrics.encode(&shared.app.cluster);
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        shared
+            .metrics
+            .encode(&shared.app.cluster, shared.in_flight()),
+    )
+        .into_response()
 }

@@ -1,23 +1,27 @@
-//! Accepting and driving connections: a capped accept loop per port, the TLS handshake under
-//! a deadline, the protocol picked by ALPN, and a connection that closes gracefully (HTTP/2
-//! GOAWAY, HTTP/1 close once idle) when it has been idle too long or the server drains.
+//! Accepting and driving connections, whatever service answers on them: a capped accept loop
+//! per port, the TLS handshake under a deadline, the protocol picked by ALPN, and a connection
+//! that closes gracefully (HTTP/2 GOAWAY, HTTP/1 close once idle) when it has been idle too
+//! long or the server drains.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::http::header::{CONNECTION, HeaderValue};
-use hyper::body::Incoming;
+use axum::http::{Request, Response, Version};
+use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-use super::{Health, Settings};
+use super::metrics::Held;
+use super::{Host, Settings};
 
 /// A connection with no request in flight for this long is closed gracefully. hyper closes
 /// idle HTTP/1 keep-alive connections itself after `header_read_timeout`; this bounds HTTP/2,
@@ -79,23 +83,65 @@ impl Limits {
 
 /// Everything a port's connections need.
 #[derive(Clone)]
-pub(crate) struct Port {
+pub(crate) struct Port<S> {
     pub(crate) name: &'static str,
     pub(crate) security: Security,
-    pub(crate) router: Router,
+    /// What answers the port's requests; cloned for each.
+    pub(crate) service: S,
     pub(crate) limits: Arc<Limits>,
-    pub(crate) health: Arc<Health>,
+    pub(crate) host: Host,
+    /// Connections open on this port.
+    pub(crate) open: Gauge,
+}
+
+/// What the shell can host: a `tower::Service` answering hyper's requests, that never fails
+/// (every error is an HTTP response), with a body hyper can send.
+pub(crate) trait Hosted<B>:
+    tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S, B> Hosted<B> for S where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A response body hyper can send from any thread.
+pub(crate) trait Body:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+
+impl<B> Body for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
 }
 
 /// Accepts connections until `stop` turns true, then closes the listener and returns the
 /// connections still open. At `max_connections` it stops accepting: new connections wait in
 /// the kernel's backlog until one closes, rather than being refused.
-pub(crate) async fn accept(
+pub(crate) async fn accept<S, B>(
     listener: TcpListener,
-    port: Port,
+    port: Port<S>,
     mut stop: watch::Receiver<bool>,
     drain: watch::Receiver<bool>,
-) -> JoinSet<()> {
+) -> JoinSet<()>
+where
+    S: Hosted<B>,
+    B: Body,
+{
     let mut conns = JoinSet::new();
     let mut warned_full = false;
     loop {
@@ -120,7 +166,8 @@ pub(crate) async fn accept(
             }
             accepted = listener.accept(), if room => match accepted {
                 Ok((tcp, peer)) => {
-                    conns.spawn(connection(tcp, peer, port.clone(), drain.clone()));
+                    let open = Held::new(&port.open);
+                    conns.spawn(connection(tcp, peer, port.clone(), drain.clone(), open));
                 }
                 Err(e) => {
                     tracing::warn!(port = port.name, error = %e, "accept failed");
@@ -132,7 +179,17 @@ pub(crate) async fn accept(
     conns
 }
 
-async fn connection(tcp: TcpStream, peer: SocketAddr, port: Port, drain: watch::Receiver<bool>) {
+/// One connection, counted as open while it lives (`_open`).
+async fn connection<S, B>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    port: Port<S>,
+    drain: watch::Receiver<bool>,
+    _open: Held,
+) where
+    S: Hosted<B>,
+    B: Body,
+{
     let _ = tcp.set_nodelay(true);
     match &port.security {
         Security::Plain => drive(TokioIo::new(tcp), &port.limits.h1, &port, drain).await,
@@ -162,35 +219,37 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, port: Port, drain: watch::
 
 /// Serves one connection to its end; on drain or idleness it is asked to close gracefully
 /// (in-flight requests finish) and driven until it has.
-async fn drive<I>(
+async fn drive<I, S, B>(
     io: I,
     builder: &auto::Builder<TokioExecutor>,
-    port: &Port,
+    port: &Port<S>,
     mut drain: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: Hosted<B>,
+    B: Body,
 {
     let activity = Activity::new();
     let service = {
         let activity = activity.clone();
-        let router = port.router.clone();
-        let health = port.health.clone();
-        hyper::service::service_fn(move |request: axum::http::Request<Incoming>| {
+        let hosted = port.service.clone();
+        let host = port.host.clone();
+        hyper::service::service_fn(move |request: Request<Incoming>| {
             let busy = activity.busy();
-            let router = router.clone();
-            let health = health.clone();
+            let hosted = hosted.clone();
+            let host = host.clone();
             async move {
-                let http1 = request.version() < axum::http::Version::HTTP_2;
-                let mut response = router.oneshot(request.map(axum::body::Body::new)).await?;
+                let http1 = request.version() < Version::HTTP_2;
+                let mut response = hosted.oneshot(request).await?;
                 // While draining, HTTP/1 clients are told not to reuse the connection, so few
                 // idle keep-alive connections are left to close under a client's feet.
-                if http1 && health.draining() {
+                if http1 && host.draining() {
                     response
                         .headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
                 drop(busy);
-                Ok::<_, std::convert::Infallible>(response)
+                Ok::<_, Infallible>(response)
             }
         })
     };

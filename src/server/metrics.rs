@@ -1,5 +1,9 @@
-//! Prometheus metrics, served as OpenMetrics text on the admin port. Cache states are read
-//! at scrape time; everything else is recorded as it happens.
+//! Prometheus metrics, served as OpenMetrics text on the admin port: the shell's (TLS reloads,
+//! certificate expiry, open connections, recorded by the shell for whatever it hosts) and the
+//! admission app's (admissions, refusals, the body budget), in one registry. Cache states are
+//! read at scrape time, like the requests in flight; everything else is recorded as it happens.
+//! Every label value comes from an enum here or in `admission`, never from a literal at the
+//! call site.
 
 use std::sync::Mutex;
 
@@ -10,7 +14,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::admission::Outcome;
 use crate::cluster::Cluster;
+use crate::contract::IdentityMode;
 
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -40,7 +46,12 @@ struct VersionLabels {
     version: &'static str,
 }
 
-/// Why a request to `/mutate` got no AdmissionReview back.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabels {
+    port: &'static str,
+}
+
+/// Why a request to `/mutate` got no AdmissionReview back: the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rejection {
     BodyTooLarge,
@@ -67,21 +78,116 @@ impl Rejection {
     }
 }
 
+/// The identity mode an admission was decided in: the `mode` label. `None` when no mode
+/// applied (not an opted-in pod, refused before the cluster was asked, or invalid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    None,
+    Of(IdentityMode),
+}
+
+impl Mode {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Mode::None => "none",
+            Mode::Of(mode) => mode.as_str(),
+        }
+    }
+}
+
+/// Whether a changed certificate went into service: the `result` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reload {
+    Success,
+    Failure,
+}
+
+impl Reload {
+    const ALL: [Reload; 2] = [Reload::Success, Reload::Failure];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Reload::Success => "success",
+            Reload::Failure => "failure",
+        }
+    }
+}
+
+/// What the shell records, whatever service it hosts. A hosted app that serves metrics
+/// registers these beside its own ([`ShellMetrics::register`]).
+#[derive(Clone, Default)]
+pub(crate) struct ShellMetrics {
+    tls_reloads: Family<ResultLabels, Counter>,
+    cert_not_after: Gauge,
+    connections: Family<PortLabels, Gauge>,
+}
+
+impl ShellMetrics {
+    pub(crate) fn new() -> Self {
+        let metrics = Self::default();
+        // Series that exist from the start, so rates work from the first scrape.
+        for result in Reload::ALL {
+            let _ = metrics.tls_reloads.get_or_create(&ResultLabels {
+                result: result.as_str(),
+            });
+        }
+        metrics
+    }
+
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "tls_reloads",
+            "Attempts to put a changed serving certificate in service",
+            self.tls_reloads.clone(),
+        );
+        registry.register_with_unit(
+            "tls_cert_not_after",
+            "Expiry of the serving certificate in service, seconds since the epoch",
+            Unit::Seconds,
+            self.cert_not_after.clone(),
+        );
+        registry.register(
+            "connections",
+            "Connections open, by port",
+            self.connections.clone(),
+        );
+    }
+
+    pub(crate) fn tls_reload(&self, result: Reload) {
+        self.tls_reloads
+            .get_or_create(&ResultLabels {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn set_cert_not_after(&self, not_after: i64) {
+        self.cert_not_after.set(not_after);
+    }
+
+    /// The gauge of connections open on `port`, for its accept loop to keep.
+    pub(crate) fn connections(&self, port: &'static str) -> Gauge {
+        self.connections.get_or_create(&PortLabels { port }).clone()
+    }
+}
+
+/// The admission app's metrics, with the shell's in the same registry.
 pub(crate) struct Metrics {
     registry: Registry,
     admissions: Family<AdmissionLabels, Counter>,
     duration: Histogram,
     patch_bytes: Histogram,
     rejected: Family<ReasonLabels, Counter>,
-    tls_reloads: Family<ResultLabels, Counter>,
-    cert_not_after: Gauge,
     cache_synced: Family<CacheLabels, Gauge>,
+    in_flight: Gauge,
+    budget_waiting: Gauge,
+    budget_held: Gauge,
     /// Encoding reads the registry while scrapes may race; one scrape at a time is plenty.
     scrape: Mutex<()>,
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(shell: &ShellMetrics) -> Self {
         let mut registry = Registry::with_prefix("sbmesh");
         let admissions = Family::<AdmissionLabels, Counter>::default();
         registry.register(
@@ -118,19 +224,26 @@ impl Metrics {
             "Requests to /mutate answered without an AdmissionReview, by reason",
             rejected.clone(),
         );
-        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        let in_flight = Gauge::default();
         registry.register(
-            "tls_reloads",
-            "Attempts to put a changed serving certificate in service",
-            tls_reloads.clone(),
+            "requests_in_flight",
+            "Requests to /mutate being answered",
+            in_flight.clone(),
         );
-        let cert_not_after = Gauge::default();
+        let budget_waiting = Gauge::default();
+        registry.register(
+            "requests_waiting_for_body_budget",
+            "Requests to /mutate whose declared body waits for room in the in-flight body budget",
+            budget_waiting.clone(),
+        );
+        let budget_held = Gauge::default();
         registry.register_with_unit(
-            "tls_cert_not_after",
-            "Expiry of the serving certificate in service, seconds since the epoch",
-            Unit::Seconds,
-            cert_not_after.clone(),
+            "inflight_body",
+            "Request body bytes reserved in the in-flight body budget",
+            Unit::Bytes,
+            budget_held.clone(),
         );
+        shell.register(&mut registry);
         let cache_synced = Family::<CacheLabels, Gauge>::default();
         registry.register(
             "cache_synced",
@@ -145,14 +258,10 @@ impl Metrics {
             })
             .set(1);
 
-        // Series that exist from the start, so rates work from the first scrape.
         for reason in Rejection::ALL {
             let _ = rejected.get_or_create(&ReasonLabels {
                 reason: reason.as_str(),
             });
-        }
-        for result in ["success", "failure"] {
-            let _ = tls_reloads.get_or_create(&ResultLabels { result });
         }
 
         Self {
@@ -161,22 +270,27 @@ impl Metrics {
             duration,
             patch_bytes,
             rejected,
-            tls_reloads,
-            cert_not_after,
             cache_synced,
+            in_flight,
+            budget_waiting,
+            budget_held,
             scrape: Mutex::new(()),
         }
     }
 
+    /// One answered `/mutate` request: an AdmissionReview, or a refusal counted as invalid.
     pub(crate) fn admission(
         &self,
-        outcome: &'static str,
-        mode: &'static str,
+        outcome: Outcome,
+        mode: Mode,
         seconds: f64,
         patch_bytes: Option<usize>,
     ) {
         self.admissions
-            .get_or_create(&AdmissionLabels { outcome, mode })
+            .get_or_create(&AdmissionLabels {
+                outcome: outcome.as_str(),
+                mode: mode.as_str(),
+            })
             .inc();
         self.duration.observe(seconds);
         if let Some(bytes) = patch_bytes {
@@ -192,21 +306,21 @@ impl Metrics {
             .inc();
     }
 
-    pub(crate) fn tls_reload(&self, success: bool) {
-        let result = if success { "success" } else { "failure" };
-        self.tls_reloads
-            .get_or_create(&ResultLabels { result })
-            .inc();
+    /// Request body bytes reserved in the body budget now.
+    pub(crate) fn body_budget_held(&self) -> &Gauge {
+        &self.budget_held
     }
 
-    pub(crate) fn set_cert_not_after(&self, not_after: Option<i64>) {
-        // 0 says "unknown", which an expiry alert treats as already expired: loud, not silent.
-        self.cert_not_after.set(not_after.unwrap_or(0));
+    /// Counts a request as waiting for body budget while the guard lives.
+    pub(crate) fn waiting_for_body_budget(&self) -> Held {
+        Held::new(&self.budget_waiting)
     }
 
-    /// The whole exposition, with cache states read now.
-    pub(crate) fn encode(&self, cluster: &Cluster) -> String {
+    /// The whole exposition, with cache states and the requests `in_flight` read now.
+    pub(crate) fn encode(&self, cluster: &Cluster, in_flight: usize) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.in_flight
+            .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
         for (cache, synced) in cluster.cache_states() {
             self.cache_synced
                 .get_or_create(&CacheLabels { cache })
@@ -216,5 +330,21 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// One counted in a gauge while it lives (dropped, cancelled or aborted alike).
+pub(crate) struct Held(Gauge);
+
+impl Held {
+    pub(crate) fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -1,36 +1,49 @@
-//! The HTTPS admission server: a thin shell that reads AdmissionReviews off TLS connections
-//! (ALPN h2 and http/1.1, certificate hot-reloaded from disk), hands them to the pure core in
-//! `admission`, and drains gracefully when told to stop. A plain-HTTP admin port serves
-//! metrics and probes.
+//! The HTTPS server: a shell that hosts any `tower::Service`, and the admission app it is
+//! built for.
 //!
-//! [`serve`] takes bound listeners and its shutdown trigger as parameters, so a test binds
-//! `127.0.0.1:0`, spawns it, and stops it with a channel.
+//! The shell ([`serve`]) owns everything about connections: TLS with the certificate
+//! hot-reloaded from disk (ALPN h2 and http/1.1), a capped accept loop per port, the HTTP/1
+//! and HTTP/2 builders and their timeouts, a graceful drain when told to stop, and a
+//! plain-HTTP admin port. The admission app (`app`, `webhook`, `body`, `admin`) reads
+//! AdmissionReviews, hands them to the pure core in `admission` and answers;
+//! [`serve_admission`] runs it in the shell. The load test's baseline runs a fixed-bytes
+//! service in the same shell (`examples/baseline.rs`).
+//!
+//! Both take bound listeners and their shutdown trigger as parameters, so a test binds
+//! `127.0.0.1:0`, spawns the server, and stops it with a channel.
 
 mod admin;
+mod app;
+mod body;
 mod conn;
 mod metrics;
+mod refusal;
 mod tls;
 mod webhook;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::http;
+use hyper::body::{Bytes, Incoming};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+pub use app::App;
 pub use conn::IDLE_TIMEOUT;
 pub use tls::TlsError;
 
-use crate::cluster::Cluster;
-use crate::contract::Defaults;
+use metrics::ShellMetrics;
 
 /// Limits and timings. The defaults suit a webhook called by the API server with
-/// `timeoutSeconds: 5`.
+/// `timeoutSeconds: 5`. The shell uses the connection settings; the admission app the body
+/// and request ones (`max_concurrent_requests` is both: it also caps HTTP/2 streams).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Largest request body; bigger ones get HTTP 413.
@@ -45,7 +58,8 @@ pub struct Settings {
     /// Connections open at once per port; beyond it the listener is not accepted from, so new
     /// connections wait in the kernel's backlog until one closes (none is refused).
     pub max_connections: usize,
-    /// `/mutate` requests in flight at once; beyond it, HTTP 503 at once.
+    /// `/mutate` requests in flight at once; beyond it, HTTP 503 at once. Also the HTTP/2
+    /// concurrent-stream limit per connection.
     pub max_concurrent_requests: usize,
     /// Request body bytes held at once across all requests (bodies and the work on them are
     /// what memory grows with). A request whose body would exceed it waits for room, within
@@ -83,11 +97,17 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// What admissions are decided with.
-#[derive(Clone)]
-pub struct App {
-    pub defaults: Arc<Defaults>,
-    pub cluster: Cluster,
+/// The bound ports: the webhook port speaks TLS; the admin port, when there is one, plain
+/// HTTP/1.1 (for the kubelet and Prometheus, not the API server).
+pub struct Listeners {
+    pub webhook: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+/// What answers on each port. `admin` is used only when there is an admin listener.
+pub struct Services<S> {
+    pub webhook: S,
+    pub admin: S,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,91 +121,108 @@ pub enum ServeError {
     Budget { budget: usize, limit: usize },
 }
 
-/// Whether this replica should get traffic.
-pub(crate) struct Health {
+/// What the shell tells the services it hosts: whether it serves or drains, and the metrics
+/// it records (for an app that serves metrics to expose).
+#[derive(Clone)]
+pub struct Host(Arc<HostState>);
+
+struct HostState {
     serving: AtomicBool,
     draining: AtomicBool,
-    cluster: Cluster,
+    metrics: ShellMetrics,
 }
 
-impl Health {
-    /// Why the replica is not ready, or `None` when it is.
-    pub(crate) fn not_ready(&self) -> Option<&'static str> {
+impl Host {
+    fn new() -> Self {
+        Self(Arc::new(HostState {
+            serving: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            metrics: ShellMetrics::new(),
+        }))
+    }
+
+    /// Why the shell should get no traffic (not serving yet, or shutting down), or `None`.
+    pub fn not_ready(&self) -> Option<&'static str> {
         if self.draining() {
             Some("shutting down")
-        } else if !self.serving.load(Ordering::Acquire) {
+        } else if !self.0.serving.load(Ordering::Acquire) {
             Some("not serving yet")
-        } else if !self.cluster.ready() {
-            Some("cluster caches not synced")
         } else {
             None
         }
     }
 
-    pub(crate) fn draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+    /// True from the shutdown signal on.
+    pub fn draining(&self) -> bool {
+        self.0.draining.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn metrics(&self) -> &ShellMetrics {
+        &self.0.metrics
     }
 }
 
-/// State the routes share.
-pub(crate) struct Shared {
-    app: App,
-    metrics: Arc<metrics::Metrics>,
-    health: Arc<Health>,
-    in_flight: Arc<Semaphore>,
-    /// Request body bytes in flight, in KiB units.
-    body_budget: Arc<Semaphore>,
-    max_concurrent_requests: usize,
-    body_limit: usize,
-    request_timeout: Duration,
-}
-
-/// Serves admissions on `webhook` (TLS) and, when given, metrics and probes on `admin`, until
-/// `shutdown` completes; then drains: not ready at once, still accepting for `drain_grace`,
-/// then the listeners close and open connections finish their requests (HTTP/2 gets GOAWAY,
-/// idle HTTP/1 connections close) within `shutdown_timeout`, and `serve` returns.
+/// Serves admissions with `app` in the shell: `POST /mutate`, `/healthz` and `/readyz` on the
+/// webhook port; `/metrics`, `/livez` and `/readyz` on the admin port. See [`serve`] for the
+/// drain.
 ///
-/// Fails at start when the certificate or key cannot be loaded.
-pub async fn serve(
-    webhook: TcpListener,
-    admin: Option<TcpListener>,
+/// Fails at start when the certificate or key cannot be loaded, or the body budget is below
+/// the body limit.
+pub async fn serve_admission(
+    listeners: Listeners,
     tls: TlsFiles,
     app: App,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    app::check(&settings)?;
+    let limits = settings.clone();
+    serve(
+        listeners,
+        tls,
+        move |host| app::services(host, app, &limits),
+        settings,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves what `services` builds (given the [`Host`], once) on `listeners.webhook` (TLS) and,
+/// when given, `listeners.admin`, until `shutdown` completes; then drains: not ready at once,
+/// still accepting for `drain_grace`, then the listeners close and open connections finish
+/// their requests (HTTP/2 gets GOAWAY, idle HTTP/1 connections close, HTTP/1 responses say
+/// `Connection: close`) within `shutdown_timeout`, and `serve` returns.
+///
+/// Any `tower::Service` can be hosted: each request is handed to a clone of it (after
+/// `poll_ready`), so a `Router` or a service that sheds load in `poll_ready` both work.
+///
+/// Fails at start when the certificate or key cannot be loaded.
+pub async fn serve<S, B>(
+    listeners: Listeners,
+    tls: TlsFiles,
+    services: impl FnOnce(&Host) -> Services<S>,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError>
+where
+    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let host = Host::new();
     let provider = tls::provider();
-    let metrics = Arc::new(metrics::Metrics::new());
     let loaded = tls::load(&tls, &provider).await?;
-    let (resolver, snapshot) = loaded.into_resolver(&metrics);
+    let (resolver, snapshot) = loaded.into_resolver(host.metrics());
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(
         provider.clone(),
         resolver.clone(),
     )?));
-
-    if settings.max_inflight_body_bytes < settings.body_limit {
-        return Err(ServeError::Budget {
-            budget: settings.max_inflight_body_bytes,
-            limit: settings.body_limit,
-        });
-    }
-    let health = Arc::new(Health {
-        serving: AtomicBool::new(false),
-        draining: AtomicBool::new(false),
-        cluster: app.cluster.clone(),
-    });
-    let shared = Arc::new(Shared {
-        app,
-        metrics: metrics.clone(),
-        health: health.clone(),
-        in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
-        body_budget: Arc::new(Semaphore::new(budget_units(
-            settings.max_inflight_body_bytes,
-        ))),
-        max_concurrent_requests: settings.max_concurrent_requests,
-        body_limit: settings.body_limit,
-        request_timeout: settings.request_timeout,
-    });
+    let services = services(&host);
     let limits = Arc::new(conn::Limits::new(&settings));
     // `stop`: stop accepting (and reloading); `drain`: ask open connections to close.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -197,43 +234,39 @@ pub async fn serve(
         resolver,
         snapshot,
         settings.cert_reload_interval,
-        metrics,
+        host.metrics().clone(),
         stop_rx.clone(),
     ));
 
-    let webhook_addr = webhook.local_addr().ok();
-    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    let webhook_addr = listeners.webhook.local_addr().ok();
+    let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
+    let port = |name: &'static str, security, service| conn::Port {
+        name,
+        security,
+        service,
+        limits: limits.clone(),
+        host: host.clone(),
+        open: host.metrics().connections(name),
+    };
     let mut ports = vec![tokio::spawn(conn::accept(
-        webhook,
-        conn::Port {
-            name: "webhook",
-            security: conn::Security::Tls(acceptor),
-            router: webhook::router(shared.clone()),
-            limits: limits.clone(),
-            health: health.clone(),
-        },
+        listeners.webhook,
+        port("webhook", conn::Security::Tls(acceptor), services.webhook),
         stop_rx.clone(),
         drain_rx.clone(),
     ))];
-    if let Some(admin) = admin {
+    if let Some(admin) = listeners.admin {
         ports.push(tokio::spawn(conn::accept(
             admin,
-            conn::Port {
-                name: "admin",
-                security: conn::Security::Plain,
-                router: admin::router(shared.clone()),
-                limits,
-                health: health.clone(),
-            },
+            port("admin", conn::Security::Plain, services.admin),
             stop_rx,
             drain_rx,
         )));
     }
-    health.serving.store(true, Ordering::Release);
+    host.0.serving.store(true, Ordering::Release);
     tracing::info!(webhook = ?webhook_addr, admin = ?admin_addr, "serving");
 
     shutdown.await;
-    health.draining.store(true, Ordering::Release);
+    host.0.draining.store(true, Ordering::Release);
     tracing::info!(
         grace = ?settings.drain_grace,
         "shutting down: not ready; still accepting connections during the grace period"
@@ -273,11 +306,4 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Body budget unit: KiB, so that a u32 of permits covers any realistic budget.
-pub(crate) const BUDGET_UNIT: usize = 1024;
-
-pub(crate) fn budget_units(bytes: usize) -> usize {
-    bytes.div_ceil(BUDGET_UNIT).min(Semaphore::MAX_PERMITS)
 }

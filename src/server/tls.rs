@@ -19,7 +19,7 @@ use x509_parser::certificate::X509CertificateParser;
 use x509_parser::nom::{self, Parser as _};
 
 use super::TlsFiles;
-use super::metrics::Metrics;
+use super::metrics::{Reload, ShellMetrics};
 
 /// Why a certificate/key pair could not be put in service. Every message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -108,8 +108,8 @@ pub(crate) struct Loaded {
 }
 
 impl Loaded {
-    pub(crate) fn into_resolver(self, metrics: &Metrics) -> (Arc<Resolver>, Snapshot) {
-        metrics.set_cert_not_after(Some(self.not_after));
+    pub(crate) fn into_resolver(self, metrics: &ShellMetrics) -> (Arc<Resolver>, Snapshot) {
+        metrics.set_cert_not_after(self.not_after);
         let resolver = Arc::new(Resolver {
             current: ArcSwap::from_pointee(self.key),
         });
@@ -255,7 +255,7 @@ pub(crate) async fn reload(
     resolver: Arc<Resolver>,
     last: Snapshot,
     interval: Duration,
-    metrics: Arc<Metrics>,
+    metrics: ShellMetrics,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -284,8 +284,8 @@ pub(crate) async fn reload(
         match polled {
             Poll::Quiet => {}
             Poll::Reloaded(loaded) => {
-                metrics.set_cert_not_after(Some(loaded.not_after));
-                metrics.tls_reload(true);
+                metrics.set_cert_not_after(loaded.not_after);
+                metrics.tls_reload(Reload::Success);
                 resolver.current.store(Arc::new(loaded.key));
                 tracing::info!(
                     cert = %files.cert.display(),
@@ -294,7 +294,7 @@ pub(crate) async fn reload(
                 );
             }
             Poll::Failed(e) => {
-                metrics.tls_reload(false);
+                metrics.tls_reload(Reload::Failure);
                 tracing::error!(
                     error = %e,
                     "serving certificate not reloaded; the one in service stays"

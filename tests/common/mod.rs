@@ -28,7 +28,7 @@ use tokio_rustls::TlsConnector;
 
 use sbmesh::cluster::Cluster;
 use sbmesh::contract::{ClientId, Defaults, IdentityMode, TenantId};
-use sbmesh::server::{self, App, ServeError, Settings, TlsFiles};
+use sbmesh::server::{self, App, Listeners, ServeError, Settings, TlsFiles};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -212,9 +212,11 @@ impl TestServer {
             defaults: Arc::new(test_defaults()),
             cluster: Cluster::off(IdentityMode::Inject),
         };
-        let handle = tokio::spawn(server::serve(
-            webhook,
-            Some(admin),
+        let handle = tokio::spawn(server::serve_admission(
+            Listeners {
+                webhook,
+                admin: Some(admin),
+            },
             secret.files(),
             app,
             settings,
@@ -313,6 +315,30 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         let rest = line.strip_prefix(series)?;
         rest.strip_prefix(' ')?.split(' ').next()?.parse().ok()
+    })
+}
+
+/// Connections waiting in the kernel's accept queue of the IPv4 listener on `addr`: the
+/// `rx_queue` of its LISTEN row in `/proc/net/tcp` (Linux). `None` when there is no such row.
+pub fn accept_queue(addr: SocketAddr) -> Option<u64> {
+    let SocketAddr::V4(v4) = addr else {
+        return None;
+    };
+    // The address as the kernel prints it: its bytes in network order read as a native u32.
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // sl, local_address, rem_address, st, tx_queue:rx_queue, …; st 0A is LISTEN.
+        if fields.get(1) != Some(&local.as_str()) || fields.get(3) != Some(&"0A") {
+            return None;
+        }
+        let (_, rx) = fields.get(4)?.split_once(':')?;
+        u64::from_str_radix(rx, 16).ok()
     })
 }
 
