@@ -232,7 +232,7 @@ impl Response {
 
     /// The JSON patch bytes, when there are operations.
     pub fn patch_json(&self) -> Option<Vec<u8>> {
-        (!self.patch.0.is_empty()).then(|| serde_json::to_vec(&self.patch).unwrap_or_default())
+        (!self.patch.is_empty()).then(|| self.patch.to_json())
     }
 
     /// The whole AdmissionReview response body.
@@ -240,60 +240,68 @@ impl Response {
         self.encode().0
     }
 
-    /// The AdmissionReview response body, and the size of the JSON patch it carries.
+    /// The AdmissionReview response body, and the size of the JSON patch it carries. Written
+    /// straight into one buffer: the base64 patch (most of the bytes) needs no JSON escaping,
+    /// so it is encoded in place rather than passed through a string serializer.
     pub fn encode(&self) -> (Vec<u8>, Option<usize>) {
+        use base64::engine::general_purpose::STANDARD;
         let patch = self.patch_json();
         let patch_len = patch.as_ref().map(Vec::len);
-        let review = ReviewOut {
-            api_version: API_VERSION,
-            kind: KIND,
-            response: ResponseOut {
-                uid: &self.uid,
-                allowed: self.allowed(),
-                patch_type: patch.as_ref().map(|_| "JSONPatch"),
-                patch: patch.map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
-                status: self
-                    .status
-                    .as_ref()
-                    .map(|(code, reason, message)| StatusOut {
-                        status: "Failure",
-                        code: *code,
-                        reason,
-                        message,
-                    }),
-                warnings: &self.warnings,
-                audit_annotations: AuditOut(&self.audit),
-            },
-        };
-        // Serializing borrowed strings and numbers cannot fail.
-        (serde_json::to_vec(&review).unwrap_or_default(), patch_len)
+        let b64_len = patch_len.map_or(0, |n| n.div_ceil(3) * 4);
+        let mut out = Vec::with_capacity(256 + b64_len + self.text_len());
+        out.extend_from_slice(
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
+        );
+        // Serializing strings, numbers and lists of them into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &self.uid);
+        out.extend_from_slice(if self.allowed() {
+            br#","allowed":true"#
+        } else {
+            br#","allowed":false"#
+        });
+        if let Some(patch) = &patch {
+            out.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
+            let start = out.len();
+            out.resize(start + b64_len, 0);
+            let written = STANDARD.encode_slice(patch, &mut out[start..]).unwrap_or(0);
+            out.truncate(start + written);
+            out.push(b'"');
+        }
+        if let Some((code, reason, message)) = &self.status {
+            out.extend_from_slice(br#","status":"#);
+            let _ = serde_json::to_writer(
+                &mut out,
+                &StatusOut {
+                    status: "Failure",
+                    code: *code,
+                    reason,
+                    message,
+                },
+            );
+        }
+        if !self.warnings.is_empty() {
+            out.extend_from_slice(br#","warnings":"#);
+            let _ = serde_json::to_writer(&mut out, &self.warnings);
+        }
+        if !self.audit.is_empty() {
+            out.extend_from_slice(br#","auditAnnotations":"#);
+            let _ = serde_json::to_writer(&mut out, &AuditOut(&self.audit));
+        }
+        out.extend_from_slice(b"}}");
+        (out, patch_len)
     }
-}
 
-/// The response document, serialized straight from borrowed parts.
-#[derive(Serialize)]
-struct ReviewOut<'a> {
-    #[serde(rename = "apiVersion")]
-    api_version: &'static str,
-    kind: &'static str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<StatusOut<'a>>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
-    #[serde(skip_serializing_if = "AuditOut::is_empty")]
-    audit_annotations: AuditOut<'a>,
+    /// Roughly the bytes of the texts besides the patch, to size the buffer once.
+    fn text_len(&self) -> usize {
+        self.uid.len()
+            + self.status.as_ref().map_or(0, |s| s.2.len() + 64)
+            + self.warnings.iter().map(|w| w.len() + 3).sum::<usize>()
+            + self
+                .audit
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 6)
+                .sum::<usize>()
+    }
 }
 
 #[derive(Serialize)]
@@ -306,12 +314,6 @@ struct StatusOut<'a> {
 
 /// Audit annotations as a JSON object, in the order given.
 struct AuditOut<'a>(&'a [(&'static str, String)]);
-
-impl AuditOut<'_> {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 impl Serialize for AuditOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -98,7 +98,7 @@ fn creates_labels_map_when_the_pod_has_none() {
         m.patch
             .0
             .iter()
-            .any(|o| o.path().as_str() == "/metadata/labels")
+            .any(|o| o.path.as_str() == "/metadata/labels")
     );
 }
 
@@ -189,7 +189,7 @@ fn ephemeral_containers_are_never_touched() {
         m.patch
             .0
             .iter()
-            .all(|o| !o.path().as_str().starts_with("/spec/ephemeralContainers"))
+            .all(|o| !o.path.as_str().starts_with("/spec/ephemeralContainers"))
     );
 }
 
@@ -201,10 +201,7 @@ fn existing_identical_volume_and_mount_are_left_alone() {
     p["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "sbmesh-azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": true}]);
     let (_, m) = run(&p).unwrap();
     assert!(
-        m.patch
-            .0
-            .iter()
-            .all(|o| !o.path().as_str().contains("olume")),
+        m.patch.0.iter().all(|o| !o.path.as_str().contains("olume")),
         "{:#?}",
         m.patch
     );
@@ -594,7 +591,7 @@ fn bypass_writes_nothing_when_every_port_is_there() {
         m.patch
             .0
             .iter()
-            .all(|o| !o.path().as_str().contains("excludeOutboundPorts")),
+            .all(|o| !o.path.as_str().contains("excludeOutboundPorts")),
         "{:#?}",
         m.patch
     );
@@ -977,13 +974,13 @@ fn annotation_keys_are_escaped_in_patch_paths() {
         m.patch
             .0
             .iter()
-            .any(|o| o.path().as_str() == "/metadata/annotations/sbmesh.io~1status")
+            .any(|o| o.path.as_str() == "/metadata/annotations/sbmesh.io~1status")
     );
     assert!(
         m.patch
             .0
             .iter()
-            .any(|o| o.path().as_str() == "/metadata/labels/azure.workload.identity~1use")
+            .any(|o| o.path.as_str() == "/metadata/labels/azure.workload.identity~1use")
     );
 }
 

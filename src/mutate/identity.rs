@@ -1,8 +1,8 @@
 //! Workload identity: the pod label, the projected token volume and its mount, and the
 //! `AZURE_*` identity env (the last three only in `inject` mode).
 
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
 use crate::contract::{IdentityMode, InjectionPlan, keys};
 use crate::denial::{Conflict, Denial};
@@ -47,24 +47,15 @@ pub fn label(labels: &mut MapEdits) -> Result<(), Denial> {
 }
 
 /// The projected token volume sbmesh adds.
-pub fn volume(plan: &InjectionPlan) -> Value {
-    json!({
-        "name": VOLUME_NAME,
-        "projected": {
-            "sources": [{
-                "serviceAccountToken": {
-                    "audience": TOKEN_AUDIENCE,
-                    "expirationSeconds": plan.token_expiration.seconds(),
-                    "path": TOKEN_PATH,
-                }
-            }]
-        }
-    })
+pub fn volume(plan: &InjectionPlan) -> super::Value {
+    super::Value::Volume {
+        expiration_seconds: plan.token_expiration.seconds(),
+    }
 }
 
 /// The read-only mount of the token volume.
-pub fn mount() -> Value {
-    json!({"name": VOLUME_NAME, "mountPath": MOUNT_PATH, "readOnly": true})
+pub fn mount() -> super::Value {
+    super::Value::Mount
 }
 
 /// Whether an existing volume of our name is the one we would add, ignoring fields the API

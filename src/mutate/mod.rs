@@ -9,15 +9,13 @@ pub mod policy;
 pub mod servicebus;
 pub mod status;
 
-use json_patch::PatchOperation;
-use jsonptr::{PointerBuf, Token};
-use serde_json::{Map, Value};
+use std::fmt::Write as _;
 
 use crate::contract::{IdentityMode, InjectionPlan, Scope, keys, truncate};
 use crate::denial::{Denial, Occupied, warning};
 use crate::pod::{Container, Field, JsonType, Pod, volume_name};
 
-pub use patch::Patch;
+pub use patch::{Op, Patch, Value};
 
 /// Istio's own containers: out of scope unless named in `sbmesh.io/containers`.
 pub const ISTIO_CONTAINERS: [&str; 3] = ["istio-proxy", "istio-validation", "istio-init"];
@@ -40,13 +38,11 @@ struct Target<'p, 'a> {
 }
 
 impl Target<'_, '_> {
-    fn pointer(&self, field: &'static str) -> PointerBuf {
-        patch::pointer([
-            Token::new("spec"),
-            Token::new(self.list),
-            Token::from(self.index),
-            Token::new(field),
-        ])
+    fn pointer(&self, field: &'static str) -> String {
+        let mut p = String::with_capacity(40);
+        // Writing to a String cannot fail.
+        let _ = write!(p, "/spec/{}/{}/{field}", self.list, self.index);
+        p
     }
 }
 
@@ -95,7 +91,7 @@ pub fn mutate(pod: &Pod, plan: &InjectionPlan) -> Result<Mutation, Denial> {
             None => patch::append(
                 &mut spec_ops,
                 &spec.volumes,
-                patch::pointer([Token::new("spec"), Token::new("volumes")]),
+                "/spec/volumes".to_string(),
                 vec![identity::volume(plan)],
             ),
         }
@@ -186,15 +182,18 @@ fn select<'p, 'a>(
 fn env_ops(
     t: &Target,
     env: &[(&'static str, String)],
-    ops: &mut Vec<PatchOperation>,
+    ops: &mut Vec<Op>,
     warnings: &mut Vec<String>,
 ) -> Result<(), Denial> {
     let field = &t.container.env;
-    let existing = list_of(field, || t.pointer("env").to_string())?.unwrap_or(&[]);
+    let existing = list_of(field, || t.pointer("env"))?.unwrap_or(&[]);
     let mut added = Vec::new();
     for (name, value) in env {
         match existing.iter().find(|e| e.named(name)) {
-            None => added.push(env_var(name, value)),
+            None => added.push(Value::Env {
+                name,
+                value: value.clone(),
+            }),
             Some(e) if e.value_from => {}
             Some(e) => {
                 let theirs = e.value.as_deref().unwrap_or("");
@@ -213,18 +212,10 @@ fn env_ops(
     Ok(())
 }
 
-/// `{"name": …, "value": …}`.
-fn env_var(name: &str, value: &str) -> Value {
-    let mut m = Map::with_capacity(2);
-    m.insert("name".into(), Value::String(name.into()));
-    m.insert("value".into(), Value::String(value.into()));
-    Value::Object(m)
-}
-
 /// Adds the read-only token mount; a different mount at our path is a denial.
-fn mount_ops(t: &Target, ops: &mut Vec<PatchOperation>) -> Result<(), Denial> {
+fn mount_ops(t: &Target, ops: &mut Vec<Op>) -> Result<(), Denial> {
     let field = &t.container.volume_mounts;
-    let existing = list_of(field, || t.pointer("volumeMounts").to_string())?.unwrap_or(&[]);
+    let existing = list_of(field, || t.pointer("volumeMounts"))?.unwrap_or(&[]);
     let at_our_path = existing.iter().find(|m| {
         m.mount_path
             .as_deref()

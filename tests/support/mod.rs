@@ -79,7 +79,7 @@ pub fn run_with(
 /// Applies a patch with json-patch (RFC 6902), as the API server does.
 pub fn apply(pod: &Value, patch: &Patch) -> Value {
     let mut out = pod.clone();
-    json_patch::patch(&mut out, patch)
+    json_patch::patch(&mut out, &patch.to_json_patch())
         .unwrap_or_else(|e| panic!("patch does not apply: {e}\n{patch:#?}"));
     out
 }
@@ -114,7 +114,7 @@ pub fn skipped(pod: &Value) -> bool {
 
 /// The paths of a mutation's operations.
 pub fn paths(m: &Mutation) -> Vec<String> {
-    m.patch.0.iter().map(|o| o.path().to_string()).collect()
+    m.patch.0.iter().map(|o| o.path.clone()).collect()
 }
 
 /// `(name, value)` of a container's env; `valueFrom` entries show as `<from>`.
