@@ -9,8 +9,6 @@ pub mod policy;
 pub mod servicebus;
 pub mod status;
 
-use std::fmt::Write as _;
-
 use crate::contract::{IdentityMode, InjectionPlan, Scope, keys, truncate};
 use crate::denial::{Denial, Occupied, warning};
 use crate::pod::{Container, Field, JsonType, Pod, volume_name};
@@ -40,8 +38,12 @@ struct Target<'p, 'a> {
 impl Target<'_, '_> {
     fn pointer(&self, field: &'static str) -> String {
         let mut p = String::with_capacity(40);
-        // Writing to a String cannot fail.
-        let _ = write!(p, "/spec/{}/{}/{field}", self.list, self.index);
+        p.push_str("/spec/");
+        p.push_str(self.list);
+        p.push('/');
+        p.push_str(&self.index.to_string());
+        p.push('/');
+        p.push_str(field);
         p
     }
 }

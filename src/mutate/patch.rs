@@ -3,9 +3,6 @@
 //! without building a `serde_json::Value` tree. [`Patch::to_json_patch`] gives the same
 //! operations as `json_patch`'s types, for the callers that apply them (`sbmesh inject`, tests).
 
-use serde::Serialize;
-use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct, Serializer};
-
 use crate::pod::{Field, Pod, StrMap};
 
 use super::identity::{MOUNT_PATH, TOKEN_AUDIENCE, TOKEN_PATH, VOLUME_NAME};
@@ -58,11 +55,25 @@ impl Patch {
         self.0.len()
     }
 
-    /// The JSON document, as the response carries it (before base64).
+    /// The JSON document, as the response carries it (before base64): written by hand, as
+    /// `serde_json` would write the same document, because this runs on every admission.
     pub fn to_json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 * self.0.len());
-        // Writing strings and numbers into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, self);
+        out.push(b'[');
+        for (i, op) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(match op.kind {
+                Kind::Add => br#"{"op":"add","path":"#,
+                Kind::Replace => br#"{"op":"replace","path":"#,
+            });
+            json_str(&mut out, &op.path);
+            out.extend_from_slice(br#","value":"#);
+            op.value.write_json(&mut out);
+            out.push(b'}');
+        }
+        out.push(b']');
         out
     }
 
@@ -72,11 +83,11 @@ impl Patch {
             self.0
                 .iter()
                 .map(|op| {
-                    // Our paths are escaped when built; parsing cannot fail for them, and an
-                    // unparsable one would be a bug that the engine reports as a bad path.
+                    // Our paths are escaped when built; an unparsable one would be a bug, which
+                    // the engine then reports as a path that does not exist.
                     let path = json_patch::jsonptr::PointerBuf::parse(op.path.as_str())
                         .unwrap_or_default();
-                    let value = serde_json::to_value(&op.value).unwrap_or_default();
+                    let value = op.value.to_value();
                     match op.kind {
                         Kind::Add => json_patch::PatchOperation::Add(json_patch::AddOperation {
                             path,
@@ -95,109 +106,96 @@ impl Patch {
     }
 }
 
-impl Serialize for Patch {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for op in &self.0 {
-            seq.serialize_element(op)?;
-        }
-        seq.end()
+/// Writes a JSON string. Most of sbmesh's strings need no escaping, which one pass over the
+/// bytes tells; the others are escaped by `serde_json`, so the output is always its output.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
     }
 }
 
-impl Serialize for Op {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_struct("Op", 3)?;
-        m.serialize_field(
-            "op",
-            match self.kind {
-                Kind::Add => "add",
-                Kind::Replace => "replace",
-            },
-        )?;
-        m.serialize_field("path", &self.path)?;
-        m.serialize_field("value", &self.value)?;
-        m.end()
-    }
-}
+const MOUNT_JSON: &str = concat!(
+    r#"{"name":"sbmesh-azure-identity-token","mountPath":"/var/run/secrets/azure/tokens","#,
+    r#""readOnly":true}"#
+);
+const VOLUME_JSON: [&str; 2] = [
+    concat!(
+        r#"{"name":"sbmesh-azure-identity-token","projected":{"sources":[{"serviceAccountToken":"#,
+        r#"{"audience":"api://AzureADTokenExchange","expirationSeconds":"#
+    ),
+    r#","path":"azure-identity-token"}}]}}"#,
+];
 
-#[derive(Serialize)]
-struct EnvOut<'a> {
-    name: &'a str,
-    value: &'a str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct MountOut {
-    name: &'static str,
-    mount_path: &'static str,
-    read_only: bool,
-}
-
-#[derive(Serialize)]
-struct VolumeOut {
-    name: &'static str,
-    projected: Projected,
-}
-
-#[derive(Serialize)]
-struct Projected {
-    sources: [Source; 1],
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Source {
-    service_account_token: Token,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Token {
-    audience: &'static str,
-    expiration_seconds: u32,
-    path: &'static str,
-}
-
-impl Serialize for Value {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl Value {
+    fn write_json(&self, out: &mut Vec<u8>) {
         match self {
-            Value::String(v) => s.serialize_str(v),
+            Value::String(v) => json_str(out, v),
             Value::Strings(entries) => {
-                let mut m = s.serialize_map(Some(entries.len()))?;
-                for (k, v) in entries {
-                    m.serialize_entry(k, v)?;
+                out.push(b'{');
+                for (i, (k, v)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    json_str(out, k);
+                    out.push(b':');
+                    json_str(out, v);
                 }
-                m.end()
+                out.push(b'}');
             }
-            Value::Env { name, value } => EnvOut { name, value }.serialize(s),
-            Value::Mount => MountOut {
-                name: VOLUME_NAME,
-                mount_path: MOUNT_PATH,
-                read_only: true,
+            Value::Env { name, value } => {
+                out.extend_from_slice(br#"{"name":"#);
+                json_str(out, name);
+                out.extend_from_slice(br#","value":"#);
+                json_str(out, value);
+                out.push(b'}');
             }
-            .serialize(s),
-            Value::Volume { expiration_seconds } => VolumeOut {
-                name: VOLUME_NAME,
-                projected: Projected {
-                    sources: [Source {
-                        service_account_token: Token {
-                            audience: TOKEN_AUDIENCE,
-                            expiration_seconds: *expiration_seconds,
-                            path: TOKEN_PATH,
-                        },
-                    }],
-                },
+            Value::Mount => out.extend_from_slice(MOUNT_JSON.as_bytes()),
+            Value::Volume { expiration_seconds } => {
+                out.extend_from_slice(VOLUME_JSON[0].as_bytes());
+                out.extend_from_slice(expiration_seconds.to_string().as_bytes());
+                out.extend_from_slice(VOLUME_JSON[1].as_bytes());
             }
-            .serialize(s),
             Value::List(items) => {
-                let mut seq = s.serialize_seq(Some(items.len()))?;
-                for item in items {
-                    seq.serialize_element(item)?;
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.write_json(out);
                 }
-                seq.end()
+                out.push(b']');
             }
+        }
+    }
+
+    /// The value as a `serde_json::Value`, for the patch engine.
+    pub fn to_value(&self) -> serde_json::Value {
+        use serde_json::{Value as J, json};
+        match self {
+            Value::String(v) => J::String(v.clone()),
+            Value::Strings(entries) => J::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), J::String(v.clone())))
+                    .collect(),
+            ),
+            Value::Env { name, value } => json!({"name": name, "value": value}),
+            Value::Mount => json!({"name": VOLUME_NAME, "mountPath": MOUNT_PATH, "readOnly": true}),
+            Value::Volume { expiration_seconds } => json!({
+                "name": VOLUME_NAME,
+                "projected": {"sources": [{"serviceAccountToken": {
+                    "audience": TOKEN_AUDIENCE,
+                    "expirationSeconds": expiration_seconds,
+                    "path": TOKEN_PATH,
+                }}]}
+            }),
+            Value::List(items) => J::Array(items.iter().map(Value::to_value).collect()),
         }
     }
 }
@@ -291,9 +289,12 @@ pub fn append<T>(ops: &mut Vec<Op>, existing: &Field<T>, pointer: String, items:
     }
     if existing.is_set() {
         for value in items {
+            let mut path = String::with_capacity(pointer.len() + 2);
+            path.push_str(&pointer);
+            path.push_str("/-");
             ops.push(Op {
                 kind: Kind::Add,
-                path: format!("{pointer}/-"),
+                path,
                 value,
             });
         }
@@ -317,7 +318,7 @@ mod tests {
         edit(&mut e);
         let mut ops = Vec::new();
         e.into_ops(&mut ops);
-        serde_json::to_value(Patch(ops)).unwrap()
+        serde_json::from_slice::<serde_json::Value>(&Patch(ops).to_json()).unwrap()
     }
 
     #[test]
@@ -335,7 +336,7 @@ mod tests {
         let mut ops = Vec::new();
         e.into_ops(&mut ops);
         assert_eq!(
-            serde_json::to_value(Patch(ops)).unwrap(),
+            serde_json::from_slice::<serde_json::Value>(&Patch(ops).to_json()).unwrap(),
             json!([{"op": "add", "path": "/metadata/labels", "value": {"azure.workload.identity/use": "true"}}])
         );
     }
@@ -395,10 +396,47 @@ mod tests {
                 r#"{"op":"add","path":"/spec/containers/0/env/-","value":{"name":"A","value":"\"quoted\""}}]"#
             )
         );
-        // The engine's types carry the same document.
-        assert_eq!(
-            serde_json::to_value(patch.to_json_patch()).unwrap(),
-            serde_json::from_str::<serde_json::Value>(&text).unwrap()
-        );
+        // The engine's types carry the same document, byte for byte as serde_json writes it.
+        assert_eq!(serde_json::to_string(&patch.to_json_patch()).unwrap(), text);
+    }
+
+    #[test]
+    fn hand_written_json_is_serde_json_byte_for_byte() {
+        let tricky = [
+            "",
+            "plain",
+            "quote \" and backslash \\",
+            "tab\tnewline\ncontrol \u{1}\u{1f}",
+            "del \u{7f} é ü 漢 🦀",
+            "{\"json\":\"inside\"}",
+        ];
+        for t in tricky {
+            let patch = Patch(vec![
+                Op {
+                    kind: Kind::Replace,
+                    path: format!("/metadata/annotations/{t}"),
+                    value: Value::String(t.to_string()),
+                },
+                Op {
+                    kind: Kind::Add,
+                    path: "/metadata/labels".into(),
+                    value: Value::Strings(vec![(t.to_string(), t.to_string())]),
+                },
+                Op {
+                    kind: Kind::Add,
+                    path: "/spec/containers/0/env".into(),
+                    value: Value::List(vec![Value::Env {
+                        name: "X",
+                        value: t.to_string(),
+                    }]),
+                },
+            ]);
+            let ours = String::from_utf8(patch.to_json()).unwrap();
+            assert_eq!(
+                ours,
+                serde_json::to_string(&patch.to_json_patch()).unwrap(),
+                "{t:?}"
+            );
+        }
     }
 }
