@@ -14,11 +14,7 @@ use sbmesh::admission;
 use sbmesh::contract::{Context, Defaults, IdentityMode};
 
 fn fixture_defaults() -> Defaults {
-    Defaults {
-        client_id: Some(support::CLIENT_ID.parse().unwrap()),
-        servicebus_namespace: Some("payments-prod".into()),
-        ..support::defaults()
-    }
+    support::full_defaults()
 }
 
 fn review_of(pod: &Value, uid: &str) -> Vec<u8> {

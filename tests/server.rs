@@ -125,7 +125,7 @@ async fn opted_in_pod_is_patched() {
         assert!(
             env.contains(&(
                 "AZURE_SERVICEBUS_FULLYQUALIFIEDNAMESPACE".into(),
-                "payments.servicebus.windows.net".into()
+                format!("{SERVICEBUS_NAMESPACE}.servicebus.windows.net")
             )),
             "{env:?}"
         );

@@ -11,19 +11,15 @@ use serde_json::{Value, json};
 
 use sbmesh::contract::Defaults;
 
-pub const CLIENT_ID: &str = "6f0c3a4e-2b9d-4c1e-8f7a-1d2e3f4a5b6c";
-pub const TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-pub const SERVICEBUS_NAMESPACE: &str = "payments-prod";
+#[path = "../../tests/shared/defaults.rs"]
+mod shared_defaults;
+#[allow(unused_imports)]
+pub use shared_defaults::{CLIENT_ID, SERVICEBUS_NAMESPACE, TENANT_ID};
 
 /// The webhook config the load test starts `sbmesh serve` with (`--client-id`,
 /// `--tenant-id`, `--servicebus-namespace`), so the captured pod gets a full patch.
 pub fn defaults() -> Defaults {
-    Defaults {
-        client_id: Some(CLIENT_ID.parse().expect("client id")),
-        tenant_id: Some(TENANT_ID.parse().expect("tenant id")),
-        servicebus_namespace: Some(SERVICEBUS_NAMESPACE.into()),
-        ..Defaults::default()
-    }
+    shared_defaults::full()
 }
 
 /// One named request body.

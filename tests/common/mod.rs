@@ -27,14 +27,16 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
 use sbmesh::cluster::Cluster;
-use sbmesh::contract::{ClientId, Defaults, IdentityMode, TenantId};
+use sbmesh::contract::{Defaults, IdentityMode};
 use sbmesh::server::{self, App, Listeners, ServeError, Settings, TlsFiles};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, Infallible>;
 
-pub const CLIENT_ID: &str = "7d9e2b4c-1f3a-4e5b-9c8d-2a1b3c4d5e6f";
-pub const TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+#[path = "../shared/defaults.rs"]
+mod shared_defaults;
+#[allow(unused_imports)]
+pub use shared_defaults::{CLIENT_ID, SERVICEBUS_NAMESPACE, TENANT_ID};
 
 // ---------------------------------------------------------------------------------------------
 // PKI
@@ -161,12 +163,7 @@ fn symlink(target: &str, link: &Path) {
 // The server under test
 
 pub fn test_defaults() -> Defaults {
-    Defaults {
-        tenant_id: Some(TenantId::parse(TENANT_ID).expect("tenant id")),
-        client_id: Some(ClientId::parse(CLIENT_ID).expect("client id")),
-        servicebus_namespace: Some("payments".into()),
-        ..Default::default()
-    }
+    shared_defaults::full()
 }
 
 /// Settings with short timings for tests.

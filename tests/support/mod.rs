@@ -10,15 +10,19 @@ use sbmesh::denial::{Denial, Reason};
 use sbmesh::mutate::{Mutation, Patch};
 use sbmesh::pod::Pod;
 
-pub const CLIENT_ID: &str = "6f0c3a4e-2b9d-4c1e-8f7a-1d2e3f4a5b6c";
-pub const TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+#[path = "../shared/defaults.rs"]
+mod shared_defaults;
+#[allow(unused_imports)]
+pub use shared_defaults::{CLIENT_ID, SERVICEBUS_NAMESPACE, TENANT_ID};
 
 /// Webhook config defaults as a typical install sets them: the tenant only.
 pub fn defaults() -> Defaults {
-    Defaults {
-        tenant_id: Some(TENANT_ID.parse().unwrap()),
-        ..Defaults::default()
-    }
+    shared_defaults::tenant_only()
+}
+
+/// Tenant, client id and bus in the config.
+pub fn full_defaults() -> Defaults {
+    shared_defaults::full()
 }
 
 /// A minimal opted-in pod with `annotations` added to the opt-in.
