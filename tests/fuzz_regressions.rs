@@ -68,6 +68,53 @@ fn denial_for_a_huge_bad_value_stays_short() {
     );
 }
 
+/// fuzz target `admission_review`, crash-63432daa… (a seed with one byte of
+/// `"limits"` mutated to 0xDB), minimised by hand: `review()` answered (with a patch) a body that
+/// is not JSON, where the target expects a 400 (`BadRequest::NotJson`). The bad part sits in a
+/// string the pod view skips (here a container's `image`, or a field of the review sbmesh does
+/// not read): serde_json skips such strings without checking that they are UTF-8 or that a
+/// `\u` escape is not a lone surrogate, and `admission::parse` reads the body with
+/// `serde_json::from_slice` into a view that skips all but what sbmesh reads.
+#[test]
+#[ignore = "fix pending in src/: admission::parse answers bodies that are not JSON"]
+fn a_body_that_is_not_json_is_a_bad_request() {
+    use sbmesh::admission;
+    use sbmesh::contract::{Context, IdentityMode};
+
+    const HEAD: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"namespace":"payments","operation":"CREATE","object":{"metadata":{"annotations":{"sbmesh.io/inject":"true"}},"spec":{"containers":[{"name":"app","image":"#;
+    let bodies: [(&str, Vec<u8>); 3] = [
+        ("0xDB in a container's image", [HEAD, b"\"\xdb\"}]}}}}"].concat()),
+        (
+            "a lone surrogate escape in a container's image",
+            [HEAD, br#""\ud800"}]}}}}"#].concat(),
+        ),
+        (
+            "0xFF in a field of the review sbmesh does not read",
+            [
+                br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","x":""#.as_slice(),
+                b"\xff",
+                br#"","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"namespace":"payments","operation":"CREATE","object":{"metadata":{"annotations":{"sbmesh.io/inject":"true"}},"spec":{"containers":[{"name":"app"}]}}}}"#,
+            ]
+            .concat(),
+        ),
+    ];
+    for (what, body) in &bodies {
+        assert!(
+            serde_json::from_slice::<Value>(body).is_err(),
+            "{what}: the input is meant not to be JSON"
+        );
+        for mode in [IdentityMode::Inject, IdentityMode::Delegate] {
+            let answer =
+                admission::review(body, &Context::offline(mode), &support::full_defaults());
+            assert!(
+                matches!(answer, Err(admission::BadRequest::NotJson(_))),
+                "{what} ({mode:?}): a body that is not JSON must be a 400, got {:?}",
+                answer.map(|r| (r.outcome, r.ops()))
+            );
+        }
+    }
+}
+
 /// The fuzz seeds as a plain test: every seed of `admission_review` gets an answer, and a
 /// patch that applies and leaves nothing to do on re-admission (what the target checks).
 #[test]

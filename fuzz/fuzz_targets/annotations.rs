@@ -14,11 +14,11 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
 
 use sbmesh::contract::values::{self, parse_bool, parse_ports, split_list};
-use sbmesh::pod::Pod;
 use sbmesh::contract::{
     self, ClientId, Cloud, Context, Decision, Defaults, Egress, EntityKind, EntityName, EnvAlias,
     IdentityMode, IdentityModeSetting, Policy, ServiceBusNamespace, TenantId, TokenExpiration,
 };
+use sbmesh::pod::Pod;
 
 /// Messages quote user values truncated (annotations can be 256 KiB); a rule's text and a
 /// denial stay a few sentences.

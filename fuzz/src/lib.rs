@@ -55,7 +55,10 @@ pub fn admit_apply_readmit(
     ctx: &Context,
     defaults: &Defaults,
 ) {
-    let first = Response::of(uid, core::admit_json(&pod.to_string(), namespace, ctx, defaults));
+    let first = Response::of(
+        uid,
+        core::admit_json(&pod.to_string(), namespace, ctx, defaults),
+    );
     let Some(patch) = check_response(&first, uid) else {
         return;
     };

@@ -106,18 +106,44 @@ impl Patch {
     }
 }
 
-/// Writes a JSON string. Most of sbmesh's strings need no escaping, which one pass over the
-/// bytes tells; the others are escaped by `serde_json`, so the output is always its output.
+/// Writes a JSON string. Most of sbmesh's strings need no escaping, which a word-at-a-time
+/// scan tells; the others are escaped by `serde_json`, so the output is always its output.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if needs_escape(s.as_bytes()) {
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
-    } else {
-        // Writing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
     }
+}
+
+/// Whether JSON must escape any byte: a control character, `"` or `\\`. Eight bytes at a time
+/// (the classic "has a byte less than / equal to" bit tricks), then the tail byte by byte.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        // A byte below 0x20 (high bit clear), or equal to '"' or '\\'.
+        let below = v.wrapping_sub(ONES * 0x20) & !v & HIGH != 0;
+        if below
+            || has_zero(v ^ (ONES * u64::from(b'"')))
+            || has_zero(v ^ (ONES * u64::from(b'\\')))
+        {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 const MOUNT_JSON: &str = concat!(
@@ -404,6 +430,11 @@ mod tests {
     fn hand_written_json_is_serde_json_byte_for_byte() {
         let tricky = [
             "",
+            "exactly8",
+            "seven\"7",
+            "sixteen bytes ok",
+            "fifteen bytes\\x",
+            "0123456789abcdef\u{1f}",
             "plain",
             "quote \" and backslash \\",
             "tab\tnewline\ncontrol \u{1}\u{1f}",
