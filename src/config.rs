@@ -252,4 +252,38 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("servicebusNamespace"), "{e}");
     }
+
+    #[test]
+    fn settings_named_in_messages_are_real_config_keys_and_flags() {
+        use crate::contract::keys::settings;
+        use clap::CommandFactory as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            params: ParamArgs,
+        }
+        let command = Cli::command();
+        // What the loader says of a key it does not know.
+        let (_d, p) = file("servicebusNamespac: \"\"\n");
+        let unknown = FileConfig::load(&p)
+            .expect_err("an unknown key")
+            .to_string();
+        assert!(unknown.contains("unknown field"), "{unknown}");
+        for s in settings::ALL {
+            // A key the file does not know is an error; any other error is about the value.
+            let (_d, p) = file(&format!("{}: \"\"\n", s.key));
+            let e = FileConfig::load(&p)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(!e.contains("unknown field"), "{}: {e}", s.key);
+            let long = s.flag.trim_start_matches("--");
+            assert!(
+                command.get_arguments().any(|a| a.get_long() == Some(long)),
+                "{} has no flag {}",
+                s.key,
+                s.flag
+            );
+        }
+    }
 }

@@ -51,6 +51,56 @@ pub mod keys {
     pub const NS_ISTIO_INJECTION: &str = "istio-injection";
     pub const NS_ISTIO_REV: &str = "istio.io/rev";
 
+    /// Webhook-config settings as messages name them: the config-file key and its flag (each
+    /// flag is also an `SBMESH_*` variable). `config.rs` tests that each one is real.
+    pub mod settings {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct Setting {
+            pub key: &'static str,
+            pub flag: &'static str,
+        }
+
+        pub const SERVICEBUS_NAMESPACE: Setting = Setting {
+            key: "servicebusNamespace",
+            flag: "--servicebus-namespace",
+        };
+        pub const CLIENT_ID: Setting = Setting {
+            key: "clientId",
+            flag: "--client-id",
+        };
+        pub const TENANT_ID: Setting = Setting {
+            key: "tenantId",
+            flag: "--tenant-id",
+        };
+        pub const TOKEN_EXPIRATION: Setting = Setting {
+            key: "tokenExpiration",
+            flag: "--token-expiration",
+        };
+        pub const CLOUD: Setting = Setting {
+            key: "cloud",
+            flag: "--cloud",
+        };
+        pub const EGRESS: Setting = Setting {
+            key: "egress",
+            flag: "--egress",
+        };
+        pub const CONNECTION_STRING_POLICY: Setting = Setting {
+            key: "connectionStringPolicy",
+            flag: "--connection-string-policy",
+        };
+
+        /// Every setting named in a message.
+        pub const ALL: &[Setting] = &[
+            SERVICEBUS_NAMESPACE,
+            CLIENT_ID,
+            TENANT_ID,
+            TOKEN_EXPIRATION,
+            CLOUD,
+            EGRESS,
+            CONNECTION_STRING_POLICY,
+        ];
+    }
+
     /// Every `sbmesh.io/*` key a pod may carry.
     pub const POD_KEYS: &[&str] = &[
         INJECT,
@@ -211,45 +261,45 @@ struct Param {
     inherited: bool,
     /// Other ServiceAccount annotation keys (Azure Workload Identity's).
     sa_extra: &'static [&'static str],
-    /// The webhook config key and flag, when it has one.
-    config: Option<(&'static str, &'static str)>,
+    /// The webhook config setting, when it has one.
+    config: Option<keys::settings::Setting>,
 }
 
 const P_NAMESPACE: Param = Param {
     key: keys::SERVICEBUS_NAMESPACE,
     inherited: true,
     sa_extra: &[],
-    config: Some(("servicebusNamespace", "--servicebus-namespace")),
+    config: Some(keys::settings::SERVICEBUS_NAMESPACE),
 };
 const P_CLIENT_ID: Param = Param {
     key: keys::CLIENT_ID,
     inherited: true,
     sa_extra: &[keys::AWI_CLIENT_ID],
-    config: Some(("clientId", "--client-id")),
+    config: Some(keys::settings::CLIENT_ID),
 };
 const P_TENANT_ID: Param = Param {
     key: keys::TENANT_ID,
     inherited: true,
     sa_extra: &[keys::AWI_TENANT_ID],
-    config: Some(("tenantId", "--tenant-id")),
+    config: Some(keys::settings::TENANT_ID),
 };
 const P_TOKEN_EXPIRATION: Param = Param {
     key: keys::TOKEN_EXPIRATION,
     inherited: true,
     sa_extra: &[keys::AWI_TOKEN_EXPIRATION],
-    config: Some(("tokenExpiration", "--token-expiration")),
+    config: Some(keys::settings::TOKEN_EXPIRATION),
 };
 const P_CLOUD: Param = Param {
     key: keys::CLOUD,
     inherited: true,
     sa_extra: &[],
-    config: Some(("cloud", "--cloud")),
+    config: Some(keys::settings::CLOUD),
 };
 const P_EGRESS: Param = Param {
     key: keys::EGRESS,
     inherited: true,
     sa_extra: &[],
-    config: Some(("egress", "--egress")),
+    config: Some(keys::settings::EGRESS),
 };
 const P_QUEUES: Param = Param {
     key: keys::QUEUES,
@@ -437,7 +487,7 @@ pub fn plan(
         None => match &defaults.servicebus_namespace {
             Some(raw) => {
                 ServiceBusNamespace::parse(raw, cloud).map_err(|rule| Denial::ConfigDoesNotFit {
-                    config_key: "servicebusNamespace",
+                    config_key: keys::settings::SERVICEBUS_NAMESPACE.key,
                     value: truncate(raw),
                     cloud,
                     rule: rule.0,

@@ -99,8 +99,8 @@ pub struct Places {
     pub inherited: bool,
     /// Other ServiceAccount keys for the same parameter (Azure Workload Identity's).
     pub sa_extra: &'static [&'static str],
-    /// The webhook config key and its flag.
-    pub config: Option<(&'static str, &'static str)>,
+    /// The webhook config setting.
+    pub config: Option<keys::settings::Setting>,
     pub namespace: String,
     pub service_account: String,
     pub service_account_consulted: bool,
@@ -138,8 +138,12 @@ impl fmt::Display for Places {
                 },
             )?;
         }
-        if let Some((cfg, flag)) = self.config {
-            write!(f, ", or {cfg} in the webhook config ({flag})")?;
+        if let Some(setting) = self.config {
+            write!(
+                f,
+                ", or {} in the webhook config ({})",
+                setting.key, setting.flag
+            )?;
         }
         Ok(())
     }
@@ -371,8 +375,9 @@ impl Denial {
             ),
             Denial::Policy(PolicyViolation::ConnectionString { container, env }) => write!(
                 f,
-                "{} (webhook config connectionStringPolicy: deny)",
-                connection_string_finding(container, env)
+                "{} (webhook config {}: deny)",
+                connection_string_finding(container, env),
+                keys::settings::CONNECTION_STRING_POLICY.key
             ),
             Denial::Policy(PolicyViolation::DefaultServiceAccount { namespace }) => {
                 f.write_str(&default_service_account_finding(namespace))
