@@ -1084,14 +1084,7 @@ async fn certificate_with_multi_byte_utf_8_in_its_expiry_is_refused_and_reloadin
     .await;
     still_serving(&server).await;
     let metrics = server.metrics().await;
-    assert_eq!(
-        metric(&metrics, r#"sbmesh_tls_reloads_total{result="success"}"#),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(&metrics, r#"sbmesh_tls_reloads_total{result="failure"}"#),
-        Some(1.0)
-    );
+    assert_eq!(tls_reloads(&metrics), (Some(1.0), Some(1.0)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -831,14 +831,7 @@ async fn rotated_secret_reaches_new_connections_without_a_failed_request() {
     );
 
     let metrics = server.metrics().await;
-    assert_eq!(
-        metric(&metrics, r#"sbmesh_tls_reloads_total{result="success"}"#),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(&metrics, r#"sbmesh_tls_reloads_total{result="failure"}"#),
-        Some(0.0)
-    );
+    assert_eq!(tls_reloads(&metrics), (Some(1.0), Some(0.0)));
 }
 
 async fn reload_failures_reach(server: &TestServer, n: f64) -> Option<()> {

@@ -308,6 +308,14 @@ impl Drop for TestServer {
 }
 
 /// A value from Prometheus text: the sample whose name and labels are exactly `series`.
+/// The certificate reload counters: (successes, failures).
+pub fn tls_reloads(metrics: &str) -> (Option<f64>, Option<f64>) {
+    (
+        metric(metrics, r#"sbmesh_tls_reloads_total{result="success"}"#),
+        metric(metrics, r#"sbmesh_tls_reloads_total{result="failure"}"#),
+    )
+}
+
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         let rest = line.strip_prefix(series)?;
