@@ -8,19 +8,17 @@ use sbmesh::admission::{self, Outcome, Response};
 use sbmesh::contract::{Context, Defaults};
 use sbmesh::core;
 
-pub const CLIENT_ID: &str = "6f0c3a4e-2b9d-4c1e-8f7a-1d2e3f4a5b6c";
-pub const TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+#[path = "../../tests/shared/defaults.rs"]
+mod shared_defaults;
+pub use shared_defaults::{CLIENT_ID, TENANT_ID};
 
-/// A typical install's config: tenant, client id and Service Bus namespace all defaulted, so
-/// that most opted-in pods get as far as the mutation.
+/// The tests' full config (tenant, client id and Service Bus namespace all defaulted, so that
+/// most opted-in pods get as far as the mutation), with the optional Istio settings on.
 pub fn defaults() -> Defaults {
     Defaults {
-        client_id: Some(CLIENT_ID.parse().expect("client id")),
-        tenant_id: Some(TENANT_ID.parse().expect("tenant id")),
-        servicebus_namespace: Some("payments-prod".into()),
         mesh_exclude_outbound_ports: vec![15020],
         native_sidecar: true,
-        ..Defaults::default()
+        ..shared_defaults::full()
     }
 }
 
