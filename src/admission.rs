@@ -181,7 +181,7 @@ impl Response {
         Self {
             uid: uid.to_string(),
             outcome: Outcome::Unchanged,
-            patch: Patch(Vec::new()),
+            patch: Patch::default(),
             warnings: Vec::new(),
             audit: Vec::new(),
             status: None,
@@ -212,7 +212,7 @@ impl Response {
             Admission::Skip => Self::allow(uid),
             Admission::Deny(d) => Self::deny(uid, d),
             Admission::Patch { mutation, .. } => Self {
-                outcome: if mutation.patch.0.is_empty() {
+                outcome: if mutation.patch.is_empty() {
                     Outcome::Unchanged
                 } else {
                     Outcome::Patched
@@ -231,7 +231,7 @@ impl Response {
 
     /// The number of patch operations.
     pub fn ops(&self) -> usize {
-        self.patch.0.len()
+        self.patch.len()
     }
 
     /// The JSON patch bytes, when there are operations.

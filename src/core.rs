@@ -22,16 +22,6 @@ pub enum Admission {
     Deny(Denial),
 }
 
-impl Admission {
-    /// The denial, if the pod is refused.
-    pub fn denial(&self) -> Option<&Denial> {
-        match self {
-            Admission::Deny(d) => Some(d),
-            _ => None,
-        }
-    }
-}
-
 /// The ServiceAccount whose annotations (and whose Namespace's) the pod's parameters are read
 /// from: `None` when the pod did not opt in, so that no lookup is made for it.
 pub fn service_account<'p>(pod: &'p Pod<'_>) -> Result<Option<&'p str>, Denial> {

@@ -217,7 +217,7 @@ pub fn inject(
         Admission::Deny(d) => return Err(d),
         Admission::Patch { mutation, .. } => mutation,
     };
-    if !mutation.patch.0.is_empty() {
+    if !mutation.patch.is_empty() {
         json_patch::patch(&mut pod, &mutation.patch.to_json_patch())
             .map_err(|e| Denial::Internal(format!("the patch does not apply: {e}")))?;
         w.write_back(pod);
