@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::contract::boundary::{self, Key, Patterns};
 use crate::contract::{
-    ClientId, Cloud, Defaults, Egress, IdentityModeSetting, Policy, ServiceBusNamespace, TenantId,
-    TokenExpiration, values::parse_ports,
+    ClientId, Cloud, Defaults, Egress, IdentityModeSetting, OtlpEndpoint, Policy,
+    ServiceBusNamespace, Telemetry, TenantId, TokenExpiration, values::parse_ports,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,43 @@ pub struct FileConfig {
     pub native_sidecar: Option<bool>,
     pub mesh_exclude_outbound_ports: Option<Vec<u16>>,
     pub token_expiration: Option<TokenExpiration>,
+    pub telemetry: Option<Telemetry>,
+    pub otlp_endpoint: Option<OtlpEndpoint>,
+    pub require_boundaries: Option<bool>,
+    pub boundaries: Option<FileBoundaries>,
+}
+
+/// The config file's `boundaries`: lists of patterns for Namespaces that set none of their
+/// own. An absent key bounds nothing; an empty list allows nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileBoundaries {
+    pub allowed_servicebus_namespaces: Option<Vec<String>>,
+    pub allowed_entities: Option<Vec<String>>,
+    pub allowed_client_ids: Option<Vec<String>>,
+}
+
+impl FileBoundaries {
+    fn parse(&self) -> Result<boundary::Defaults, ConfigError> {
+        let parse = |key: Key, items: &Option<Vec<String>>| {
+            items
+                .as_deref()
+                .map(|items| Patterns::parse_config(key, items))
+                .transpose()
+                .map_err(|e| ConfigError::Invalid {
+                    what: key.config_key(),
+                    message: e.0,
+                })
+        };
+        Ok(boundary::Defaults {
+            servicebus_namespaces: parse(
+                Key::ServicebusNamespaces,
+                &self.allowed_servicebus_namespaces,
+            )?,
+            entities: parse(Key::Entities, &self.allowed_entities)?,
+            client_ids: parse(Key::ClientIds, &self.allowed_client_ids)?,
+        })
+    }
 }
 
 impl FileConfig {
@@ -62,7 +100,9 @@ impl FileConfig {
 pub struct ParamArgs {
     /// YAML config file (keys: tenantId, clientId, servicebusNamespace, cloud, egress,
     /// identityMode, connectionStringPolicy, requireDedicatedServiceAccount, nativeSidecar,
-    /// meshExcludeOutboundPorts, tokenExpiration).
+    /// meshExcludeOutboundPorts, tokenExpiration, telemetry, otlpEndpoint, requireBoundaries,
+    /// boundaries.allowedServicebusNamespaces, boundaries.allowedEntities,
+    /// boundaries.allowedClientIds).
     #[arg(long, env = "SBMESH_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Default Entra tenant id (GUID).
@@ -103,6 +143,16 @@ pub struct ParamArgs {
     /// Default projected token lifetime in seconds (3600-86400).
     #[arg(long, env = "SBMESH_TOKEN_EXPIRATION", value_name = "SECONDS")]
     pub token_expiration: Option<TokenExpiration>,
+    /// Default telemetry: off, or otel (OpenTelemetry and Azure SDK tracing env).
+    #[arg(long, env = "SBMESH_TELEMETRY", value_name = "MODE")]
+    pub telemetry: Option<Telemetry>,
+    /// Default OTLP exporter endpoint (http:// or https:// URL) for pods with telemetry otel.
+    #[arg(long, env = "SBMESH_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<OtlpEndpoint>,
+    /// Refuse pods whose Namespace has no Service Bus namespace boundary (its own annotation
+    /// or boundaries.allowedServicebusNamespaces in the config).
+    #[arg(long, env = "SBMESH_REQUIRE_BOUNDARIES", value_name = "BOOL")]
+    pub require_boundaries: Option<bool>,
 }
 
 /// Validated parameters: the contract's defaults and the identity mode setting.
@@ -162,6 +212,16 @@ impl ParamArgs {
                 .or(file.native_sidecar)
                 .unwrap_or(base.native_sidecar),
             mesh_exclude_outbound_ports,
+            telemetry: self.telemetry.or(file.telemetry).unwrap_or(base.telemetry),
+            otlp_endpoint: self.otlp_endpoint.clone().or(file.otlp_endpoint),
+            boundaries: match &file.boundaries {
+                Some(b) => b.parse()?,
+                None => base.boundaries,
+            },
+            require_boundaries: self
+                .require_boundaries
+                .or(file.require_boundaries)
+                .unwrap_or(base.require_boundaries),
         };
         if let Some(ns) = &defaults.servicebus_namespace {
             ServiceBusNamespace::parse(ns, defaults.cloud).map_err(|e| ConfigError::Invalid {
@@ -211,6 +271,71 @@ mod tests {
         );
         assert_eq!(params.defaults.connection_string_policy, Policy::Deny);
         assert_eq!(params.identity_mode, IdentityModeSetting::Inject);
+    }
+
+    #[test]
+    fn boundaries_and_telemetry_come_from_the_file_and_flags() {
+        let (_d, p) = file(
+            "telemetry: otel\notlpEndpoint: http://collector:4317\nrequireBoundaries: true\n\
+             boundaries:\n  allowedServicebusNamespaces: [payments-*]\n  allowedEntities: []\n",
+        );
+        let params = ParamArgs {
+            config: Some(p.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let d = &params.defaults;
+        assert_eq!(d.telemetry, Telemetry::Otel);
+        assert_eq!(
+            d.otlp_endpoint.as_ref().unwrap().as_str(),
+            "http://collector:4317"
+        );
+        assert!(d.require_boundaries);
+        assert!(d.boundaries.servicebus_namespaces.is_some());
+        // An empty list is set (it allows nothing); an absent key is not.
+        assert!(d.boundaries.entities.is_some());
+        assert!(d.boundaries.client_ids.is_none());
+        let flags = ParamArgs {
+            config: Some(p),
+            telemetry: Some(Telemetry::Off),
+            require_boundaries: Some(false),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(flags.defaults.telemetry, Telemetry::Off);
+        assert!(!flags.defaults.require_boundaries);
+    }
+
+    #[test]
+    fn boundary_config_that_does_not_parse_is_an_error_naming_the_key() {
+        for (text, key) in [
+            (
+                "boundaries:\n  allowedEntities: [orders]\n",
+                "boundaries.allowedEntities",
+            ),
+            (
+                "boundaries:\n  allowedClientIds: [\"6f0c*\"]\n",
+                "boundaries.allowedClientIds",
+            ),
+            (
+                "boundaries:\n  allowedServicebusNamespaces: [\"pay ments\"]\n",
+                "boundaries.allowedServicebusNamespaces",
+            ),
+            ("boundaries:\n  allowedQueues: [x]\n", "allowedQueues"),
+            ("otlpEndpoint: collector:4317\n", "otlpEndpoint"),
+        ] {
+            let (_d, p) = file(text);
+            let e = ParamArgs {
+                config: Some(p),
+                ..Default::default()
+            }
+            .resolve()
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! Namespace → webhook config, first hit wins), parses each into a typed value once, and
 //! yields an [`InjectionPlan`] or a [`Denial`] that says what is wrong and where to fix it.
 
+pub mod access;
+pub mod boundary;
 pub mod values;
 
 use std::collections::BTreeMap;
@@ -13,9 +15,10 @@ use crate::pod::{Pod, Str, StrMap, raw_str};
 
 pub use crate::denial::{Denial, Reason};
 
+pub use access::{Access, Direction, Entity};
 pub use values::{
     ClientId, Cloud, Egress, EntityKind, EntityName, EnvAlias, IdentityMode, IdentityModeSetting,
-    Policy, RuleViolation, ServiceBusNamespace, TenantId, TokenExpiration,
+    OtlpEndpoint, Policy, RuleViolation, ServiceBusNamespace, Telemetry, TenantId, TokenExpiration,
 };
 
 /// Annotation and label names of the contract.
@@ -35,6 +38,23 @@ pub mod keys {
     pub const CLOUD: &str = "sbmesh.io/cloud";
     pub const EGRESS: &str = "sbmesh.io/egress";
     pub const ENV_ALIASES: &str = "sbmesh.io/env-aliases";
+    pub const SENDS: &str = "sbmesh.io/sends";
+    pub const RECEIVES: &str = "sbmesh.io/receives";
+    pub const TELEMETRY: &str = "sbmesh.io/telemetry";
+    pub const OTLP_ENDPOINT: &str = "sbmesh.io/otlp-endpoint";
+
+    /// Boundary keys: read from the Namespace only.
+    pub const ALLOWED_SERVICEBUS_NAMESPACES: &str = "sbmesh.io/allowed-servicebus-namespaces";
+    pub const ALLOWED_ENTITIES: &str = "sbmesh.io/allowed-entities";
+    pub const ALLOWED_CLIENT_IDS: &str = "sbmesh.io/allowed-client-ids";
+    pub const BOUNDARY_KEYS: [&str; 3] = [
+        ALLOWED_SERVICEBUS_NAMESPACES,
+        ALLOWED_ENTITIES,
+        ALLOWED_CLIENT_IDS,
+    ];
+
+    /// Pod labels that name the service, for `OTEL_SERVICE_NAME`, in precedence order.
+    pub const SERVICE_NAME_LABELS: [&str; 2] = ["app.kubernetes.io/name", "app"];
 
     /// Azure Workload Identity's keys, read from the ServiceAccount.
     pub const AWI_CLIENT_ID: &str = "azure.workload.identity/client-id";
@@ -88,6 +108,18 @@ pub mod keys {
             key: "connectionStringPolicy",
             flag: "--connection-string-policy",
         };
+        pub const TELEMETRY: Setting = Setting {
+            key: "telemetry",
+            flag: "--telemetry",
+        };
+        pub const OTLP_ENDPOINT: Setting = Setting {
+            key: "otlpEndpoint",
+            flag: "--otlp-endpoint",
+        };
+        pub const REQUIRE_BOUNDARIES: Setting = Setting {
+            key: "requireBoundaries",
+            flag: "--require-boundaries",
+        };
 
         /// Every setting named in a message.
         pub const ALL: &[Setting] = &[
@@ -98,6 +130,9 @@ pub mod keys {
             CLOUD,
             EGRESS,
             CONNECTION_STRING_POLICY,
+            TELEMETRY,
+            OTLP_ENDPOINT,
+            REQUIRE_BOUNDARIES,
         ];
     }
 
@@ -117,6 +152,10 @@ pub mod keys {
         CLOUD,
         EGRESS,
         ENV_ALIASES,
+        SENDS,
+        RECEIVES,
+        TELEMETRY,
+        OTLP_ENDPOINT,
     ];
 }
 
@@ -134,6 +173,12 @@ pub struct Defaults {
     pub require_dedicated_service_account: Policy,
     pub native_sidecar: bool,
     pub mesh_exclude_outbound_ports: Vec<u16>,
+    pub telemetry: Telemetry,
+    pub otlp_endpoint: Option<OtlpEndpoint>,
+    /// The boundaries of Namespaces that set none of their own.
+    pub boundaries: boundary::Defaults,
+    /// A Namespace without a Service Bus namespace boundary (its own or the config's) is refused.
+    pub require_boundaries: bool,
 }
 
 impl Default for Defaults {
@@ -149,6 +194,10 @@ impl Default for Defaults {
             require_dedicated_service_account: Policy::Warn,
             native_sidecar: false,
             mesh_exclude_outbound_ports: Vec::new(),
+            telemetry: Telemetry::Off,
+            otlp_endpoint: None,
+            boundaries: boundary::Defaults::default(),
+            require_boundaries: false,
         }
     }
 }
@@ -215,9 +264,8 @@ pub struct InjectionPlan {
     pub tenant_id: Option<TenantId>,
     pub cloud: Cloud,
     pub servicebus_namespace: ServiceBusNamespace,
-    pub queues: Vec<EntityName>,
-    pub topics: Vec<EntityName>,
-    pub subscription: Option<EntityName>,
+    /// What the workload sends to and receives from (legacy keys folded in).
+    pub access: Access,
     pub token_expiration: TokenExpiration,
     pub scope: Scope,
     pub egress: Egress,
@@ -225,8 +273,18 @@ pub struct InjectionPlan {
     pub native_sidecar: bool,
     pub mesh_exclude_outbound_ports: Vec<u16>,
     pub connection_string_policy: Policy,
+    /// Set when `telemetry: otel`.
+    pub telemetry: Option<TelemetryPlan>,
     /// Warnings found while resolving (the mutation adds its own).
     pub warnings: Vec<String>,
+}
+
+/// What the telemetry env is made of (DESIGN §8).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryPlan {
+    pub endpoint: Option<OtlpEndpoint>,
+    /// From the pod's labels; each container's name otherwise.
+    pub service_name: Option<String>,
 }
 
 /// The outcome of reading the contract off a pod.
@@ -324,6 +382,30 @@ const P_ENV_ALIASES: Param = Param {
     inherited: true,
     sa_extra: &[],
     config: None,
+};
+const P_SENDS: Param = Param {
+    key: keys::SENDS,
+    inherited: true,
+    sa_extra: &[],
+    config: None,
+};
+const P_RECEIVES: Param = Param {
+    key: keys::RECEIVES,
+    inherited: true,
+    sa_extra: &[],
+    config: None,
+};
+const P_TELEMETRY: Param = Param {
+    key: keys::TELEMETRY,
+    inherited: true,
+    sa_extra: &[],
+    config: Some(keys::settings::TELEMETRY),
+};
+const P_OTLP_ENDPOINT: Param = Param {
+    key: keys::OTLP_ENDPOINT,
+    inherited: true,
+    sa_extra: &[],
+    config: Some(keys::settings::OTLP_ENDPOINT),
 };
 const P_CONTAINERS: Param = Param {
     key: keys::CONTAINERS,
@@ -535,7 +617,32 @@ pub fn plan(
             found: topics.len(),
         }));
     }
+    let sends = r.list(&P_SENDS, |s| Entity::parse(s, Direction::Send))?;
+    let receives = r.list(&P_RECEIVES, |s| Entity::parse(s, Direction::Receive))?;
+    let access = Access::of(access::Intent {
+        queues: &queues,
+        topics: &topics,
+        subscription: subscription.as_ref(),
+        sends,
+        receives,
+    });
     let env_aliases = r.list(&P_ENV_ALIASES, EnvAlias::parse)?;
+    let telemetry = r
+        .get(&P_TELEMETRY, Telemetry::parse, Some(defaults.telemetry))?
+        .unwrap_or(Telemetry::Off);
+    // Validated whenever it is set, even with telemetry off.
+    let endpoint = r.get(
+        &P_OTLP_ENDPOINT,
+        OtlpEndpoint::parse,
+        defaults.otlp_endpoint.clone(),
+    )?;
+    let telemetry = (telemetry == Telemetry::Otel).then(|| TelemetryPlan {
+        endpoint,
+        service_name: keys::SERVICE_NAME_LABELS
+            .iter()
+            .find_map(|k| pod.label(k).filter(|v| !v.is_empty()))
+            .map(|v| v.into_owned()),
+    });
 
     let only = r.find(&P_CONTAINERS)?.map(|(raw, _)| names(&raw));
     let skip = r.find(&P_SKIP_CONTAINERS)?.map(|(raw, _)| names(&raw));
@@ -546,11 +653,40 @@ pub fn plan(
         (None, None) => Scope::All,
     };
 
+    let fqdn = servicebus_namespace.fqdn(cloud);
+    boundary::check(
+        namespace,
+        ctx.namespace_annotations,
+        &defaults.boundaries,
+        defaults.require_boundaries,
+        &boundary::Use {
+            servicebus_fqdn: &fqdn,
+            cloud,
+            client_id: &client_id,
+            access: &access,
+        },
+    )
+    .map_err(Denial::Boundary)?;
+
     for key in annotations.into_iter().flat_map(StrMap::keys) {
-        if key.starts_with(keys::PREFIX) && !keys::POD_KEYS.contains(&key) {
+        if let Some(b) = keys::BOUNDARY_KEYS.iter().find(|b| **b == key) {
+            warnings.push(ignored_boundary(b, "on the pod"));
+        } else if key.starts_with(keys::PREFIX) && !keys::POD_KEYS.contains(&key) {
             warnings.push(warning(format_args!(
                 "{key} is not an sbmesh annotation and is ignored"
             )));
+        }
+    }
+
+    if let Some(sa) = ctx.service_account_annotations {
+        for b in keys::BOUNDARY_KEYS.iter().filter(|b| sa.contains_key(**b)) {
+            warnings.push(ignored_boundary(
+                b,
+                format_args!(
+                    "on ServiceAccount {}/{}",
+                    subject.namespace, subject.service_account
+                ),
+            ));
         }
     }
 
@@ -587,9 +723,7 @@ pub fn plan(
         },
         cloud,
         servicebus_namespace,
-        queues,
-        topics,
-        subscription,
+        access,
         token_expiration,
         scope,
         egress,
@@ -597,8 +731,22 @@ pub fn plan(
         native_sidecar: defaults.native_sidecar,
         mesh_exclude_outbound_ports: defaults.mesh_exclude_outbound_ports.clone(),
         connection_string_policy: defaults.connection_string_policy,
+        telemetry,
         warnings,
     })))
+}
+
+/// A boundary key where the workload could set it: ignored, and the warning says where
+/// boundaries are set.
+fn ignored_boundary(key: &str, place: impl std::fmt::Display) -> String {
+    let config_key = boundary::Key::ALL
+        .iter()
+        .find(|k| k.annotation() == key)
+        .map_or("boundaries", |k| k.config_key());
+    warning(format_args!(
+        "{key} {place} is ignored: a boundary is set only on the Namespace, by its owners, or in \
+         the webhook config ({config_key}), never by the workload it bounds"
+    ))
 }
 
 fn names(raw: &str) -> Vec<String> {

@@ -4,6 +4,7 @@
 
 use std::fmt::{self, Write as _};
 
+use crate::contract::boundary::Violation;
 use crate::contract::keys;
 use crate::contract::values::Cloud;
 use crate::pod::JsonType;
@@ -23,6 +24,8 @@ pub enum Reason {
     Occupied,
     /// A field sbmesh must read or extend does not have the shape of a pod's.
     Malformed,
+    /// The pod uses a bus, entity or client id outside its Namespace's boundary.
+    Boundary,
     /// The cluster could not say what the pod's ServiceAccount or Namespace hold.
     Unavailable,
     /// A bug in sbmesh.
@@ -37,6 +40,7 @@ impl Reason {
             Reason::Conflict => "conflict",
             Reason::Policy => "policy",
             Reason::Occupied => "occupied",
+            Reason::Boundary => "boundary",
             Reason::Malformed => "malformed",
             Reason::Unavailable => "unavailable",
             Reason::Internal => "internal",
@@ -238,6 +242,8 @@ pub enum Denial {
     Conflict(Conflict),
     Policy(PolicyViolation),
     Occupied(Occupied),
+    /// Permission boundaries refuse the pod (DESIGN §7).
+    Boundary(crate::contract::boundary::Violation),
     /// A field sbmesh reads or extends has another JSON type than a pod's.
     Malformed {
         pointer: String,
@@ -259,6 +265,8 @@ impl Denial {
             Denial::Conflict(_) => Reason::Conflict,
             Denial::Policy(_) => Reason::Policy,
             Denial::Occupied(_) => Reason::Occupied,
+            Denial::Boundary(Violation::Unparsable { .. }) => Reason::InvalidValue,
+            Denial::Boundary(_) => Reason::Boundary,
             Denial::Malformed { .. } => Reason::Malformed,
             Denial::Unavailable(_) => Reason::Unavailable,
             Denial::Internal(_) => Reason::Internal,
@@ -276,6 +284,11 @@ impl Denial {
             Denial::Conflict(Conflict::ContainerScope) => Some(keys::SKIP_CONTAINERS),
             Denial::Conflict(Conflict::SubscriptionTopics { .. }) => Some(keys::SUBSCRIPTION),
             Denial::Conflict(Conflict::IdentityLabel { .. }) => Some(keys::AWI_USE),
+            Denial::Boundary(Violation::Outside { fence, .. }) => Some(fence.key.annotation()),
+            Denial::Boundary(Violation::Unparsable { key, .. }) => Some(key.annotation()),
+            Denial::Boundary(Violation::Required { .. }) => {
+                Some(keys::ALLOWED_SERVICEBUS_NAMESPACES)
+            }
             _ => None,
         }
     }
@@ -401,6 +414,7 @@ impl Denial {
                 crate::mutate::identity::VOLUME_NAME,
                 keys::SKIP_CONTAINERS
             ),
+            Denial::Boundary(v) => write!(f, "{v}"),
             Denial::Malformed { pointer, expected } => {
                 write!(f, "malformed pod: {pointer} must be {expected}")
             }

@@ -262,6 +262,15 @@ fn appends_env_after_user_env_in_contract_order() {
     ));
     want.push(("AZURE_SERVICEBUS_TOPIC_NAMES".into(), "events".into()));
     want.push(("AZURE_SERVICEBUS_SUBSCRIPTION_NAME".into(), "audit".into()));
+    // The legacy keys mean both directions (DESIGN §6).
+    want.push((
+        "AZURE_SERVICEBUS_SENDS".into(),
+        "queue/orders,queue/payments,topic/events".into(),
+    ));
+    want.push((
+        "AZURE_SERVICEBUS_RECEIVES".into(),
+        "queue/orders,queue/payments,topic/events:audit".into(),
+    ));
     assert_eq!(env(&out, APP), want);
 }
 
@@ -836,7 +845,7 @@ fn pod_annotation_wins_over_service_account_namespace_and_config() {
         "SA's AWI key"
     );
     assert_eq!(
-        plan.queues[0].as_str(),
+        plan.access.queue_names()[0].as_str(),
         "from-namespace",
         "Namespace default"
     );

@@ -169,6 +169,53 @@ keyword_enum!(
     IdentityModeSetting { Inject => "inject", Delegate => "delegate", Auto => "auto" }
 );
 
+keyword_enum!(
+    /// Whether the pod gets the OpenTelemetry and Azure SDK tracing env (DESIGN §8).
+    Telemetry { Off => "off", Otel => "otel" }
+);
+
+/// An OTLP exporter endpoint: an absolute `http://` or `https://` URL with a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpEndpoint(String);
+
+impl OtlpEndpoint {
+    pub fn parse(raw: &str) -> Result<Self, RuleViolation> {
+        let t = raw.trim();
+        let rule = || {
+            violation(
+                "must be an http:// or https:// URL with a host, such as \
+                 http://otel-collector.observability:4317",
+            )
+        };
+        // `http::Uri` is the URI parser the server stack already uses.
+        let uri: http::Uri = t.parse().map_err(|_| rule())?;
+        let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+        let host_ok = uri.host().is_some_and(|h| !h.is_empty());
+        if scheme_ok && host_ok && !t.chars().any(char::is_whitespace) {
+            Ok(Self(t.to_string()))
+        } else {
+            Err(rule())
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for OtlpEndpoint {
+    type Err = RuleViolation;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for OtlpEndpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl Cloud {
     pub fn authority_host(self) -> &'static str {
         match self {
@@ -512,6 +559,28 @@ mod tests {
         assert_eq!(items.len(), 50_000);
         assert_eq!(items[..3], ["q0", "q1", "q2"]);
         assert_eq!(items[49_999], "q49999");
+    }
+
+    #[test]
+    fn otlp_endpoint_is_an_http_or_https_url_with_a_host() {
+        for good in [
+            "http://otel-collector.observability:4317",
+            "https://otlp.example.com",
+            "http://10.0.0.1:4318/v1",
+        ] {
+            assert_eq!(OtlpEndpoint::parse(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            "otel-collector:4317",
+            "grpc://collector:4317",
+            "http://",
+            "http:///path",
+            "http://a b",
+            "/v1/traces",
+        ] {
+            assert!(OtlpEndpoint::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

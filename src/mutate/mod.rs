@@ -8,6 +8,7 @@ pub mod patch;
 pub mod policy;
 pub mod servicebus;
 pub mod status;
+pub mod telemetry;
 
 use crate::contract::{IdentityMode, InjectionPlan, Scope, keys, truncate};
 use crate::denial::{Denial, Occupied, warning};
@@ -99,14 +100,24 @@ pub fn mutate(pod: &Pod, plan: &InjectionPlan) -> Result<Mutation, Denial> {
         }
     }
     for t in &targets {
-        env_ops(t, &env, &mut spec_ops, &mut warnings)?;
+        let own = plan
+            .telemetry
+            .as_ref()
+            .map(|tp| telemetry::env(tp, &plan.subject.namespace, t.name))
+            .unwrap_or_default();
+        env_ops(t, &env, own, &mut spec_ops, &mut warnings)?;
         if inject {
             mount_ops(t, &mut spec_ops)?;
         }
     }
 
     let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
-    annotations.set(keys::STATUS, status::status(plan, &names, &env));
+    let env_names: Vec<&'static str> = env
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(telemetry::names(plan))
+        .collect();
+    annotations.set(keys::STATUS, status::status(plan, &names, &env_names));
 
     let mut ops = Vec::with_capacity(spec_ops.len() + 4);
     labels.into_ops(&mut ops);
@@ -180,10 +191,12 @@ fn select<'p, 'a>(
     Ok(all)
 }
 
-/// Appends the env entries the container lacks; entries it has keep their value.
+/// Appends the env entries the container lacks; entries it has keep their value. `own` are
+/// this container's telemetry entries: a user's entry of the same name wins silently.
 fn env_ops(
     t: &Target,
     env: &[(&'static str, String)],
+    own: Vec<Value>,
     ops: &mut Vec<Op>,
     warnings: &mut Vec<String>,
 ) -> Result<(), Denial> {
@@ -210,6 +223,10 @@ fn env_ops(
             }
         }
     }
+    added.extend(own.into_iter().filter(|v| {
+        v.env_name()
+            .is_some_and(|name| !existing.iter().any(|e| e.named(name)))
+    }));
     patch::append(ops, field, t.pointer("env"), added);
     Ok(())
 }

@@ -37,6 +37,11 @@ pub enum Value {
         name: &'static str,
         value: String,
     },
+    /// An env entry from the downward API: `{"name", "valueFrom": {"fieldRef": {"fieldPath"}}}`.
+    EnvFieldRef {
+        name: &'static str,
+        field_path: &'static str,
+    },
     /// The read-only mount of the token volume.
     Mount,
     /// The projected token volume.
@@ -159,6 +164,14 @@ const VOLUME_JSON: [&str; 2] = [
 ];
 
 impl Value {
+    /// The name of an env entry.
+    pub fn env_name(&self) -> Option<&'static str> {
+        match self {
+            Value::Env { name, .. } | Value::EnvFieldRef { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
     fn write_json(&self, out: &mut Vec<u8>) {
         match self {
             Value::String(v) => json_str(out, v),
@@ -180,6 +193,13 @@ impl Value {
                 out.extend_from_slice(br#","value":"#);
                 json_str(out, value);
                 out.push(b'}');
+            }
+            Value::EnvFieldRef { name, field_path } => {
+                out.extend_from_slice(br#"{"name":"#);
+                json_str(out, name);
+                out.extend_from_slice(br#","valueFrom":{"fieldRef":{"fieldPath":"#);
+                json_str(out, field_path);
+                out.extend_from_slice(b"}}}");
             }
             Value::Mount => out.extend_from_slice(MOUNT_JSON.as_bytes()),
             Value::Volume { expiration_seconds } => {
@@ -212,6 +232,9 @@ impl Value {
                     .collect(),
             ),
             Value::Env { name, value } => json!({"name": name, "value": value}),
+            Value::EnvFieldRef { name, field_path } => {
+                json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": field_path}}})
+            }
             Value::Mount => json!({"name": VOLUME_NAME, "mountPath": MOUNT_PATH, "readOnly": true}),
             Value::Volume { expiration_seconds } => json!({
                 "name": VOLUME_NAME,
@@ -409,6 +432,14 @@ mod tests {
                     value: "\"quoted\"".into(),
                 },
             },
+            Op {
+                kind: Kind::Add,
+                path: "/spec/containers/0/env/-".into(),
+                value: Value::EnvFieldRef {
+                    name: "SBMESH_POD_NAME",
+                    field_path: "metadata.name",
+                },
+            },
         ]);
         let text = String::from_utf8(patch.to_json()).unwrap();
         assert_eq!(
@@ -419,7 +450,9 @@ mod tests {
                 r#""expirationSeconds":3600,"path":"azure-identity-token"}}]}}},"#,
                 r#"{"op":"add","path":"/spec/containers/0/volumeMounts","value":[{"name":"sbmesh-azure-identity-token","#,
                 r#""mountPath":"/var/run/secrets/azure/tokens","readOnly":true}]},"#,
-                r#"{"op":"add","path":"/spec/containers/0/env/-","value":{"name":"A","value":"\"quoted\""}}]"#
+                r#"{"op":"add","path":"/spec/containers/0/env/-","value":{"name":"A","value":"\"quoted\""}},"#,
+                r#"{"op":"add","path":"/spec/containers/0/env/-","value":{"name":"SBMESH_POD_NAME","#,
+                r#""valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}}}]"#
             )
         );
         // The engine's types carry the same document, byte for byte as serde_json writes it.

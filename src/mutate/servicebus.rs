@@ -1,29 +1,43 @@
 //! Service Bus env: the namespace, the client id under Service Connector's name, the entities,
 //! and the SDK aliases.
 
+use crate::contract::access::join;
 use crate::contract::{Cloud, EntityName, EnvAlias, InjectionPlan};
 
-fn join(names: &[EntityName]) -> String {
+fn join_names(names: &[&EntityName]) -> String {
     names
         .iter()
-        .map(EntityName::as_str)
+        .map(|n| n.as_str())
         .collect::<Vec<_>>()
         .join(",")
 }
 
-/// Service Bus env in the contract's order, after the identity env.
+/// Service Bus env in the contract's order, after the identity env: the bus, the client id,
+/// the entities of the access set, the access items, then the aliases.
 pub fn env(plan: &InjectionPlan, out: &mut Vec<(&'static str, String)>) {
     let fqdn = plan.servicebus_namespace.fqdn(plan.cloud);
     out.push(("AZURE_SERVICEBUS_FULLYQUALIFIEDNAMESPACE", fqdn.clone()));
     out.push(("AZURE_SERVICEBUS_CLIENTID", plan.client_id.to_string()));
-    if !plan.queues.is_empty() {
-        out.push(("AZURE_SERVICEBUS_QUEUE_NAMES", join(&plan.queues)));
+    let access = &plan.access;
+    let queues = access.queue_names();
+    if !queues.is_empty() {
+        out.push(("AZURE_SERVICEBUS_QUEUE_NAMES", join_names(&queues)));
     }
-    if !plan.topics.is_empty() {
-        out.push(("AZURE_SERVICEBUS_TOPIC_NAMES", join(&plan.topics)));
+    let topics = access.topic_names();
+    if !topics.is_empty() {
+        out.push(("AZURE_SERVICEBUS_TOPIC_NAMES", join_names(&topics)));
     }
-    if let Some(s) = &plan.subscription {
-        out.push(("AZURE_SERVICEBUS_SUBSCRIPTION_NAME", s.as_str().to_string()));
+    if let [(_, subscription)] = access.subscriptions()[..] {
+        out.push((
+            "AZURE_SERVICEBUS_SUBSCRIPTION_NAME",
+            subscription.as_str().to_string(),
+        ));
+    }
+    if !access.sends.is_empty() {
+        out.push(("AZURE_SERVICEBUS_SENDS", join(&access.sends)));
+    }
+    if !access.receives.is_empty() {
+        out.push(("AZURE_SERVICEBUS_RECEIVES", join(&access.receives)));
     }
     for alias in &plan.env_aliases {
         match alias {

@@ -13,20 +13,31 @@ struct Status<'a> {
     subject: String,
     servicebus_namespace: String,
     containers: &'a [&'a str],
-    env: Vec<&'static str>,
+    env: &'a [&'static str],
     volume: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sends: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    receives: Vec<String>,
 }
 
 /// The status annotation's value for this plan and these in-scope containers.
-pub fn status(plan: &InjectionPlan, containers: &[&str], env: &[(&'static str, String)]) -> String {
+pub fn status(plan: &InjectionPlan, containers: &[&str], env: &[&'static str]) -> String {
     let s = Status {
         version: env!("CARGO_PKG_VERSION"),
         mode: plan.mode,
         subject: plan.subject.federated(),
         servicebus_namespace: plan.servicebus_namespace.fqdn(plan.cloud),
         containers,
-        env: env.iter().map(|(n, _)| *n).collect(),
+        env,
         volume: (plan.mode == IdentityMode::Inject).then_some(super::identity::VOLUME_NAME),
+        sends: plan.access.sends.iter().map(ToString::to_string).collect(),
+        receives: plan
+            .access
+            .receives
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     };
     // Serializing a struct of strings and lists cannot fail.
     serde_json::to_string(&s).unwrap_or_default()
@@ -35,7 +46,7 @@ pub fn status(plan: &InjectionPlan, containers: &[&str], env: &[(&'static str, S
 /// Audit annotation keys carry no `/` and stay under 63 characters: the API server prefixes
 /// them with the webhook's name.
 pub fn audit_annotations(plan: &InjectionPlan) -> Vec<(&'static str, String)> {
-    vec![
+    let mut audit = vec![
         ("subject", plan.subject.federated()),
         ("client-id", plan.client_id.to_string()),
         (
@@ -44,5 +55,9 @@ pub fn audit_annotations(plan: &InjectionPlan) -> Vec<(&'static str, String)> {
         ),
         ("spiffe-id", plan.subject.spiffe_id()),
         ("identity-mode", plan.mode.to_string()),
-    ]
+    ];
+    if !plan.access.is_empty() {
+        audit.push(("access", plan.access.audit()));
+    }
+    audit
 }
