@@ -585,6 +585,124 @@ async fn service_account_modified_after_start_is_seen_from_the_cache() {
     assert_eq!(gets(&fake), 0);
 }
 
+// ---------------------------------------------------------------------------------------------
+// permission boundaries: read from the Namespace as the cache holds it now
+
+/// Waits until admitting `p` in `payments` gives the wanted verdict (denied or not), and
+/// returns the last answer: a Namespace change applies to the next admission, no restart.
+async fn boundary_verdict(cluster: &Cluster, p: &Value, want_denied: bool) -> Result<(), String> {
+    eventually(
+        DEADLINE,
+        "the Namespace event reached the cache",
+        || async {
+            let got = match plan_for(cluster, p).await {
+                Ok(_) => Ok(()),
+                Err(d) => Err(denial_text(&d)),
+            };
+            (got.is_err() == want_denied).then_some(got)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn namespace_boundary_annotation_changed_while_running_applies_to_the_next_admission() {
+    let fake = fake_with_namespace().await;
+    fake.put(Res::ServiceAccounts, service_account(NS, "orders", &[]));
+    let cluster = ready_cluster(&fake, IdentityModeSetting::Inject).await;
+    let producer = pod("orders", &[(keys::SENDS, "queue/orders-created")]);
+
+    // No boundary: admitted.
+    boundary_verdict(&cluster, &producer, false)
+        .await
+        .expect("admitted without a boundary");
+
+    // The Namespace's owners fence it: the same pod is now refused, naming the fence.
+    fake.put(
+        Res::Namespaces,
+        namespace(NS, &[(keys::ALLOWED_ENTITIES, "queue/billing-*")], MESH),
+    );
+    let message = boundary_verdict(&cluster, &producer, true)
+        .await
+        .expect_err("refused once the boundary is seen");
+    assert!(
+        message.contains("send queue/orders-created is outside the boundary of Namespace payments")
+            && message.contains("sbmesh.io/allowed-entities = \"queue/billing-*\"")
+            && message.contains("(on Namespace payments)"),
+        "{message}"
+    );
+
+    // Widened: admitted again.
+    fake.put(
+        Res::Namespaces,
+        namespace(
+            NS,
+            &[(keys::ALLOWED_ENTITIES, "queue/billing-*, queue/orders-*")],
+            MESH,
+        ),
+    );
+    boundary_verdict(&cluster, &producer, false)
+        .await
+        .expect("admitted once widened");
+
+    // Broken by hand: refused (a broken fence is not an open gate), naming the Namespace.
+    fake.put(
+        Res::Namespaces,
+        namespace(NS, &[(keys::ALLOWED_ENTITIES, "orders")], MESH),
+    );
+    let message = boundary_verdict(&cluster, &producer, true)
+        .await
+        .expect_err("refused while the boundary does not parse");
+    assert!(
+        message.contains("on Namespace payments does not parse"),
+        "{message}"
+    );
+
+    // Removed: the config's boundary applies again (here: none).
+    fake.put(Res::Namespaces, namespace(NS, &[], MESH));
+    boundary_verdict(&cluster, &producer, false)
+        .await
+        .expect("admitted once the annotation is gone");
+    assert_eq!(
+        gets(&fake),
+        0,
+        "served from the cache: {:#?}",
+        fake.requests()
+    );
+}
+
+#[tokio::test]
+async fn boundary_keys_on_a_service_account_are_ignored_with_a_warning() {
+    let fake = FakeApiServer::start().await;
+    fake.put(
+        Res::Namespaces,
+        namespace(NS, &[(keys::ALLOWED_ENTITIES, "queue/billing-*")], MESH),
+    );
+    fake.put(
+        Res::ServiceAccounts,
+        service_account(NS, "orders", &[(keys::ALLOWED_ENTITIES, "*")]),
+    );
+    let cluster = ready_cluster(&fake, IdentityModeSetting::Inject).await;
+
+    let refused = plan_for(&cluster, &pod("orders", &[(keys::SENDS, "queue/orders")]))
+        .await
+        .expect_err("the ServiceAccount cannot widen its Namespace's boundary");
+    assert_eq!(refused.reason(), sbmesh::denial::Reason::Boundary);
+
+    let plan = plan_for(
+        &cluster,
+        &pod("orders", &[(keys::SENDS, "queue/billing-eu")]),
+    )
+    .await
+    .expect("inside the Namespace's boundary");
+    assert!(
+        plan.warnings.iter().any(|w| w
+            .contains("sbmesh.io/allowed-entities on ServiceAccount payments/orders is ignored")),
+        "{:#?}",
+        plan.warnings
+    );
+}
+
 #[tokio::test]
 async fn cache_miss_is_served_by_one_direct_get() {
     let fake = fake_with_namespace().await;
