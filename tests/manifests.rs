@@ -710,7 +710,7 @@ fn tls_and_config_are_mounted_whole_for_hot_reload() {
     }
 }
 
-const CONFIG_KEYS: [&str; 11] = [
+const CONFIG_KEYS: [&str; 15] = [
     "tenantId",
     "clientId",
     "servicebusNamespace",
@@ -722,6 +722,10 @@ const CONFIG_KEYS: [&str; 11] = [
     "nativeSidecar",
     "meshExcludeOutboundPorts",
     "tokenExpiration",
+    "telemetry",
+    "otlpEndpoint",
+    "boundaries",
+    "requireBoundaries",
 ];
 
 fn config(overlay: &str, docs: &[Value]) -> Value {
@@ -741,6 +745,16 @@ fn config(overlay: &str, docs: &[Value]) -> Value {
             "{overlay}: unknown config key {key}"
         );
     }
+    // And the webhook itself accepts it, as it will at start.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, text).expect("write config");
+    sbmesh::config::ParamArgs {
+        config: Some(path),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap_or_else(|e| panic!("{overlay}: sbmesh rejects its config.yaml: {e}"));
     config
 }
 
