@@ -13,11 +13,19 @@ mod shared_defaults;
 pub use shared_defaults::{CLIENT_ID, TENANT_ID};
 
 /// The tests' full config (tenant, client id and Service Bus namespace all defaulted, so that
-/// most opted-in pods get as far as the mutation), with the optional Istio settings on.
+/// most opted-in pods get as far as the mutation), with the optional Istio settings on,
+/// telemetry on and an entity boundary whose globs some fuzzed items fit and others do not.
 pub fn defaults() -> Defaults {
+    use sbmesh::contract::boundary::{self, Key, Patterns};
+    let entities = ["queue/*", "topic/*:*", "topic/a*b"].map(String::from);
     Defaults {
         mesh_exclude_outbound_ports: vec![15020],
         native_sidecar: true,
+        telemetry: sbmesh::contract::Telemetry::Otel,
+        boundaries: boundary::Defaults {
+            entities: Some(Patterns::parse_config(Key::Entities, &entities).expect("patterns")),
+            ..boundary::Defaults::default()
+        },
         ..shared_defaults::full()
     }
 }
