@@ -606,7 +606,10 @@ pub fn plan(
         .unwrap_or(Egress::Mesh);
 
     let queues = r.list(&P_QUEUES, |s| EntityName::parse(s, EntityKind::Queue))?;
-    let topics = r.list(&P_TOPICS, |s| EntityName::parse(s, EntityKind::Topic))?;
+    let mut topics = r.list(&P_TOPICS, |s| EntityName::parse(s, EntityKind::Topic))?;
+    // Service Bus compares entity names case-insensitively: `events, Events` is one topic.
+    let mut seen = std::collections::HashSet::new();
+    topics.retain(|t| seen.insert(t.as_str().to_ascii_lowercase()));
     let subscription = r.get(
         &P_SUBSCRIPTION,
         |s| EntityName::parse(s, EntityKind::Subscription),

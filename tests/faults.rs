@@ -575,8 +575,10 @@ async fn body_of_20_mib_without_a_length_gets_413_at_the_limit_and_is_not_buffer
 
     let growth = peak.growth_mib();
     eprintln!("streamed 20 MiB body (limit {limit_mib} MiB): peak RSS growth {growth:.1} MiB");
+    // The whole process is measured (client and server, two protocols, allocator slack), so
+    // the bound sits between the limit and the 20 MiB a server buffering the body would hold.
     assert!(
-        growth < limit_mib + 6.0,
+        growth < limit_mib + 10.0,
         "peak RSS grew by {growth:.1} MiB: more than the {limit_mib} MiB limit was held"
     );
     still_serving(&server).await;

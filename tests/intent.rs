@@ -1507,3 +1507,21 @@ fn readmission_after_the_api_server_defaults_field_ref_api_version_patches_nothi
     assert!(m.patch.is_empty(), "{:#?}", m.patch);
     assert_eq!(again, out);
 }
+
+#[test]
+fn legacy_topics_differing_only_in_case_are_one_topic_for_the_subscription() {
+    let (out, _) = run(&pod(json!({
+        "sbmesh.io/topics": "events, Events",
+        "sbmesh.io/subscription": "audit",
+    })))
+    .unwrap();
+    let e = env(&out, "/spec/containers/0");
+    assert!(
+        e.contains(&("AZURE_SERVICEBUS_SUBSCRIPTION_NAME".into(), "audit".into())),
+        "{e:?}"
+    );
+    assert!(
+        e.contains(&("AZURE_SERVICEBUS_TOPIC_NAMES".into(), "events".into())),
+        "{e:?}"
+    );
+}
