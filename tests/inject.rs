@@ -1028,3 +1028,117 @@ fn documents(text: &str) -> Vec<Value> {
         .map(|d| d.value)
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// the input as context: its ServiceAccounts and Namespaces are read as the cluster's would be
+
+const OTHER_CLIENT: &str = "0b5e9c2d-4f1a-4e3b-9d8c-7a6b5c4d3e2f";
+
+fn input_service_account(client_id: &str) -> String {
+    json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "orders", "namespace": "payments", "annotations": {
+            "azure.workload.identity/client-id": client_id,
+            "azure.workload.identity/tenant-id": TENANT_ID,
+        }}
+    })
+    .to_string()
+}
+
+fn input_namespace(annotations: Value) -> String {
+    json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "payments", "labels": {"istio-injection": "enabled"},
+                     "annotations": annotations}
+    })
+    .to_string()
+}
+
+fn first_env(stdout: &str, kind: &str) -> String {
+    documents(stdout)
+        .into_iter()
+        .find(|d| d["kind"] == kind)
+        .and_then(|d| d.pointer("/spec/template/spec/containers/0/env").cloned())
+        .unwrap_or_else(|| panic!("no {kind} with env in {stdout}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn offline_service_account_and_namespace_in_the_input_are_read() {
+    let input = [
+        input_namespace(json!({"sbmesh.io/servicebus-namespace": "payments-prod"})),
+        input_service_account(CLIENT_ID),
+        deployment(json!({"sbmesh.io/inject": "true"}), Some("payments")),
+    ]
+    .join("\n");
+    let r = inject(&["-f", "-"], &input).await;
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{}", r.stderr);
+    let env = first_env(&r.stdout, "Deployment");
+    for v in [CLIENT_ID, TENANT_ID, "payments-prod.servicebus.windows.net"] {
+        assert!(env.contains(v), "{v} missing from {env}");
+    }
+    // Objects of another namespace are not this pod's.
+    let elsewhere = input.replace("\"namespace\":\"payments\"", "\"namespace\":\"billing\"");
+    assert_eq!(inject(&["-f", "-"], &elsewhere).await.code, 2);
+}
+
+#[tokio::test]
+async fn offline_namespace_boundary_in_the_input_applies() {
+    let input = [
+        input_namespace(json!({"sbmesh.io/allowed-entities": "queue/billing-*"})),
+        deployment(
+            json!({"sbmesh.io/inject": "true", "sbmesh.io/client-id": CLIENT_ID,
+                   "sbmesh.io/servicebus-namespace": "payments-prod",
+                   "sbmesh.io/sends": "queue/orders"}),
+            Some("payments"),
+        ),
+    ]
+    .join("\n");
+    let r = inject(&["-f", "-", "--tenant-id", TENANT_ID], &input).await;
+    assert_eq!((r.code, r.stdout.as_str()), (2, ""), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "send queue/orders is outside the boundary of Namespace payments: \
+             sbmesh.io/allowed-entities = \"queue/billing-*\" (on Namespace payments)"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+#[tokio::test]
+async fn with_cluster_on_the_input_wins_over_the_cluster() {
+    let (_fake, cluster) = payments_cluster().await;
+    let input = [
+        input_service_account(OTHER_CLIENT),
+        deployment(json!({"sbmesh.io/inject": "true"}), Some("payments")),
+    ]
+    .join("\n");
+    let r = inject_with_cluster(cluster, &["-f", "-", "--cluster", "on"], &input).await;
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{}", r.stderr);
+    let env = first_env(&r.stdout, "Deployment");
+    assert!(env.contains(OTHER_CLIENT), "the input's client id: {env}");
+    assert!(!env.contains(CLIENT_ID), "not the cluster's: {env}");
+    // The Namespace is not in the input: the cluster's bus is used.
+    assert!(
+        env.contains("payments-prod.servicebus.windows.net"),
+        "{env}"
+    );
+}
+
+#[tokio::test]
+async fn with_cluster_on_a_service_account_only_in_the_input_is_used() {
+    let (_fake, cluster) = payments_cluster().await;
+    let mut d: Value = serde_json::from_str(&deployment(
+        json!({"sbmesh.io/inject": "true"}),
+        Some("payments"),
+    ))
+    .unwrap();
+    d["spec"]["template"]["spec"]["serviceAccountName"] = json!("fresh");
+    let sa = input_service_account(OTHER_CLIENT).replace("\"orders\"", "\"fresh\"");
+    let ns = input_namespace(json!({"sbmesh.io/servicebus-namespace": "payments-prod"}));
+    let input = [ns, sa, d.to_string()].join("\n");
+    let r = inject_with_cluster(cluster, &["-f", "-", "--cluster", "on"], &input).await;
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{}", r.stderr);
+    assert!(first_env(&r.stdout, "Deployment").contains(OTHER_CLIENT));
+}

@@ -2,6 +2,7 @@
 //! kube-inject`. A thin shell around the same core the webhook runs (`contract::plan`, then
 //! `mutate::mutate`): it reads documents, finds pod templates, patches them, writes them out.
 
+pub mod context;
 pub mod diff;
 pub mod input;
 pub mod render;
@@ -16,7 +17,7 @@ use serde_json::Value;
 
 use crate::cluster::{Cluster, ClusterMode, Facts};
 use crate::config::ParamArgs;
-use crate::contract::{self, Context, Denial, IdentityMode, IdentityModeSetting};
+use crate::contract::{self, Denial, IdentityMode, IdentityModeSetting};
 
 pub use render::Format;
 
@@ -42,10 +43,11 @@ sbmesh.io/inject: \"true\" (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet,
 ReplicationController, Job, CronJob, PodTemplate). Other documents come out unchanged in
 meaning. Warnings go to stderr.
 
-Parameters are read from the pod template's annotations, then the flags / config / SBMESH_*
-environment. ServiceAccount and Namespace annotations are read only with --cluster on
-(kubeconfig or in-cluster credentials). The namespace is the object's, else --namespace, else
-\"default\".
+Parameters are read from the pod template's annotations, then its ServiceAccount's and its
+Namespace's, then the flags / config / SBMESH_* environment. ServiceAccounts and Namespaces in
+the input are read as the cluster would be; with --cluster on (kubeconfig or in-cluster
+credentials) the others are looked up, and the input wins over the cluster. The namespace is
+the object's, else --namespace, else \"default\".
 
 Output is parsed and re-serialized: comments, anchors and quoting styles are lost; key order
 and multi-line strings are kept; strings a YAML 1.1 reader would take for booleans or numbers
@@ -282,6 +284,7 @@ async fn execute(
         None => None,
         Some(c) => Some(lookup_all(c, &mut items, default_namespace).await),
     };
+    let given = context::Given::collect(items.iter().map(|i| &i.value), default_namespace);
 
     let mut changed = false;
     for item in &mut items {
@@ -290,21 +293,16 @@ async fn execute(
         workload::for_each(&mut item.value, &mut |mut w| {
             let namespace = w.namespace(default_namespace).to_string();
             let name = w.name(default_namespace);
-            let offline = Context::offline(offline_mode);
-            let result = match &facts {
-                None => workload::inject(&mut w, &namespace, &offline, &params.defaults),
-                Some(facts) => {
-                    let sa = w.service_account().ok().flatten();
-                    match sa.and_then(|sa| facts.get(&(namespace.clone(), sa))) {
-                        Some(Ok(f)) => {
-                            workload::inject(&mut w, &namespace, &f.context(), &params.defaults)
-                        }
-                        Some(Err(d)) => Err(d.clone()),
-                        // Not looked up: the template did not opt in (or its opt-in is invalid,
-                        // which the offline context reports the same way).
-                        None => workload::inject(&mut w, &namespace, &offline, &params.defaults),
-                    }
-                }
+            // The cluster's answer (when looked up), then what the input itself holds: the
+            // input wins, because it is what will be applied.
+            let sa = w.service_account().ok().flatten();
+            let looked_up = match (&facts, &sa) {
+                (Some(facts), Some(sa)) => facts.get(&(namespace.clone(), sa.clone())).cloned(),
+                _ => None,
+            };
+            let result = match given.facts(&namespace, sa.as_deref(), looked_up, offline_mode) {
+                Ok(f) => workload::inject(&mut w, &namespace, &f.context(), &params.defaults),
+                Err(d) => Err(d),
             };
             match result {
                 Ok(workload::Outcome::Skipped) if w.opt_in_misplaced() => warnings.push(format!(
