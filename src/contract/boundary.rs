@@ -2,6 +2,7 @@
 //! workloads may use. Set by the Namespace's owners (its annotations) or the webhook's operators
 //! (config `boundaries`), never by the workload; checked before anything is patched.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use super::access::{Access, Direction, Entity};
@@ -218,10 +219,11 @@ pub fn check(
     require: bool,
     used: &Use,
 ) -> Result<(), Violation> {
-    let fence = |key: Key| -> Result<Option<(Patterns, SetBy)>, Violation> {
+    // The config's patterns are borrowed: admissions under a config boundary copy nothing.
+    let fence = |key: Key| -> Result<Option<(Cow<'_, Patterns>, SetBy)>, Violation> {
         if let Some(raw) = namespace_annotations.and_then(|a| a.get(key.annotation())) {
             return Patterns::parse_list(key, raw)
-                .map(|p| Some((p, SetBy::Namespace)))
+                .map(|p| Some((Cow::Owned(p), SetBy::Namespace)))
                 .map_err(|rule| Violation::Unparsable {
                     namespace: namespace.to_string(),
                     key,
@@ -231,7 +233,7 @@ pub fn check(
         }
         Ok(config.get(key).map(|p| {
             (
-                p.clone(),
+                Cow::Borrowed(p),
                 SetBy::Config {
                     namespace_consulted: namespace_annotations.is_some(),
                 },
