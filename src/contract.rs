@@ -47,11 +47,6 @@ pub mod keys {
     pub const ALLOWED_SERVICEBUS_NAMESPACES: &str = "sbmesh.io/allowed-servicebus-namespaces";
     pub const ALLOWED_ENTITIES: &str = "sbmesh.io/allowed-entities";
     pub const ALLOWED_CLIENT_IDS: &str = "sbmesh.io/allowed-client-ids";
-    pub const BOUNDARY_KEYS: [&str; 3] = [
-        ALLOWED_SERVICEBUS_NAMESPACES,
-        ALLOWED_ENTITIES,
-        ALLOWED_CLIENT_IDS,
-    ];
 
     /// Pod labels that name the service, for `OTEL_SERVICE_NAME`, in precedence order.
     pub const SERVICE_NAME_LABELS: [&str; 2] = ["app.kubernetes.io/name", "app"];
@@ -672,8 +667,8 @@ pub fn plan(
     .map_err(Denial::Boundary)?;
 
     for key in annotations.into_iter().flat_map(StrMap::keys) {
-        if let Some(b) = keys::BOUNDARY_KEYS.iter().find(|b| **b == key) {
-            warnings.push(ignored_boundary(b, "on the pod"));
+        if let Some(b) = boundary::Key::ALL.iter().find(|b| b.annotation() == key) {
+            warnings.push(ignored_boundary(*b, "on the pod"));
         } else if key.starts_with(keys::PREFIX) && !keys::POD_KEYS.contains(&key) {
             warnings.push(warning(format_args!(
                 "{key} is not an sbmesh annotation and is ignored"
@@ -682,9 +677,12 @@ pub fn plan(
     }
 
     if let Some(sa) = ctx.service_account_annotations {
-        for b in keys::BOUNDARY_KEYS.iter().filter(|b| sa.contains_key(**b)) {
+        for b in boundary::Key::ALL
+            .iter()
+            .filter(|b| sa.contains_key(b.annotation()))
+        {
             warnings.push(ignored_boundary(
-                b,
+                *b,
                 format_args!(
                     "on ServiceAccount {}/{}",
                     subject.namespace, subject.service_account
@@ -741,14 +739,12 @@ pub fn plan(
 
 /// A boundary key where the workload could set it: ignored, and the warning says where
 /// boundaries are set.
-fn ignored_boundary(key: &str, place: impl std::fmt::Display) -> String {
-    let config_key = boundary::Key::ALL
-        .iter()
-        .find(|k| k.annotation() == key)
-        .map_or("boundaries", |k| k.config_key());
+fn ignored_boundary(key: boundary::Key, place: impl std::fmt::Display) -> String {
     warning(format_args!(
-        "{key} {place} is ignored: a boundary is set only on the Namespace, by its owners, or in \
-         the webhook config ({config_key}), never by the workload it bounds"
+        "{} {place} is ignored: a boundary is set only on the Namespace, by its owners, or in \
+         the webhook config ({}), never by the workload it bounds",
+        key.annotation(),
+        key.config_key()
     ))
 }
 
