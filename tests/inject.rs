@@ -398,7 +398,7 @@ async fn the_webhook_admitting_a_pod_from_the_output_patches_nothing() {
 
     let mut checked = 0;
     for (args, out) in cases {
-        let params = parse(&strs(&args)).params.resolve().unwrap();
+        let params = parse(&strs(&args)).input.params.resolve().unwrap();
         let mode = match params.identity_mode {
             IdentityModeSetting::Delegate => IdentityMode::Delegate,
             _ => IdentityMode::Inject,
@@ -865,6 +865,7 @@ async fn a_denial_names_the_object_gives_the_webhooks_message_and_prints_nothing
     }))
     .unwrap();
     let params = parse(&["-f", "-", "--tenant-id", TENANT_ID])
+        .input
         .params
         .resolve()
         .unwrap();

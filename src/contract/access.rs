@@ -95,7 +95,8 @@ impl Entity {
     }
 
     /// Identity for deduplication: Service Bus compares entity names case-insensitively.
-    fn key(&self) -> (u8, String, String) {
+    /// What makes two items the same entity: Service Bus names compare case-insensitively.
+    pub fn key(&self) -> (u8, String, String) {
         let lower = |n: &EntityName| n.as_str().to_ascii_lowercase();
         match self {
             Entity::Queue(q) => (0, lower(q), String::new()),
@@ -127,6 +128,9 @@ impl fmt::Display for Entity {
 pub struct Access {
     pub sends: Vec<Entity>,
     pub receives: Vec<Entity>,
+    /// How many of the first `sends` and of the first `receives` come from the legacy keys
+    /// (whose direction is "both", not the workload's word).
+    legacy: (usize, usize),
 }
 
 /// The parameters the access set is made of.
@@ -144,20 +148,41 @@ impl Access {
     /// legacy subscription (of the one legacy topic), then `receives`.
     pub fn of(intent: Intent) -> Self {
         let queues = || intent.queues.iter().cloned().map(Entity::Queue);
-        let sends = queues()
-            .chain(intent.topics.iter().cloned().map(Entity::Topic))
-            .chain(intent.sends);
+        let legacy_sends = dedupe(queues().chain(intent.topics.iter().cloned().map(Entity::Topic)));
         let legacy_subscription = intent.subscription.and_then(|s| {
             intent.topics.first().map(|t| Entity::Subscription {
                 topic: t.clone(),
                 subscription: s.clone(),
             })
         });
-        let receives = queues().chain(legacy_subscription).chain(intent.receives);
+        let legacy_receives = dedupe(queues().chain(legacy_subscription));
+        let legacy = (legacy_sends.len(), legacy_receives.len());
         Self {
-            sends: dedupe(sends),
-            receives: dedupe(receives),
+            sends: dedupe(legacy_sends.into_iter().chain(intent.sends)),
+            receives: dedupe(legacy_receives.into_iter().chain(intent.receives)),
+            legacy,
         }
+    }
+
+    /// An access set of `sends` and `receives` alone (no legacy keys), duplicates dropped.
+    pub fn new(sends: Vec<Entity>, receives: Vec<Entity>) -> Self {
+        Self::of(Intent {
+            queues: &[],
+            topics: &[],
+            subscription: None,
+            sends,
+            receives,
+        })
+    }
+
+    /// The items that come from the legacy `queues`/`topics`/`subscription` keys, with their
+    /// direction: sends first, then receives.
+    pub fn legacy_items(&self) -> impl Iterator<Item = (Direction, &Entity)> {
+        let (s, r) = self.legacy;
+        self.sends[..s]
+            .iter()
+            .map(|e| (Direction::Send, e))
+            .chain(self.receives[..r].iter().map(|e| (Direction::Receive, e)))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -292,6 +317,36 @@ mod tests {
             assert!(e.contains(&format!("\"{item}\"")), "{e}");
             assert!(e.contains(direction.forms()), "{e}");
         }
+    }
+
+    #[test]
+    fn legacy_items_are_the_ones_the_legacy_keys_gave_even_when_also_named_explicitly() {
+        let queues = [name("orders")];
+        let topics = [name("events")];
+        let sub = name("billing");
+        let access = Access::of(Intent {
+            queues: &queues,
+            topics: &topics,
+            subscription: Some(&sub),
+            sends: vec![send("queue/ORDERS"), send("topic/audit")],
+            receives: vec![receive("queue/replies")],
+        });
+        let legacy: Vec<String> = access
+            .legacy_items()
+            .map(|(d, e)| format!("{d} {e}"))
+            .collect();
+        assert_eq!(
+            legacy,
+            [
+                "send queue/orders",
+                "send topic/events",
+                "receive queue/orders",
+                "receive topic/events:billing"
+            ]
+        );
+        let explicit = Access::new(vec![send("queue/a")], vec![receive("queue/a")]);
+        assert_eq!(explicit.legacy_items().count(), 0);
+        assert_eq!(explicit.items().count(), 2);
     }
 
     #[test]
