@@ -21,5 +21,6 @@ pub mod core;
 pub mod denial;
 pub mod inject;
 pub mod mutate;
+pub mod onboard;
 pub mod pod;
 pub mod server;

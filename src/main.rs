@@ -1,4 +1,5 @@
-//! The `sbmesh` command: `serve` the webhook, `inject` manifests offline, make `certs`.
+//! The `sbmesh` command: `serve` the webhook, `inject` manifests offline, `onboard` their
+//! identities (Azure grants, mesh policy), make `certs`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -31,6 +32,9 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Render the webhook's mutation into manifests, offline (like istioctl kube-inject).
     Inject(Box<sbmesh::inject::Args>),
+    /// Render the Azure grants (federated credentials, least-privilege Service Bus roles) and
+    /// the Istio egress policy that the opted-in workloads of some manifests need.
+    Onboard(Box<sbmesh::onboard::Args>),
     /// Make a CA and a serving certificate for the webhook's Service.
     Certs(CertsArgs),
 }
@@ -149,18 +153,31 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Certs(a) => report(make_certs(&a)),
         Command::Serve(a) => report(runtime().and_then(|rt| rt.block_on(serve(*a)))),
-        Command::Inject(a) => match runtime() {
-            Ok(rt) => {
-                let code = rt.block_on(sbmesh::inject::run(
-                    &a,
-                    &mut std::io::stdin(),
-                    &mut std::io::stdout(),
-                    &mut std::io::stderr(),
-                ));
-                ExitCode::from(code)
-            }
-            Err(e) => report(Err(e)),
-        },
+        Command::Inject(a) => offline(async |stdin, stdout, stderr| {
+            sbmesh::inject::run(&a, stdin, stdout, stderr).await
+        }),
+        Command::Onboard(a) => offline(async |stdin, stdout, stderr| {
+            sbmesh::onboard::run(&a, stdin, stdout, stderr).await
+        }),
+    }
+}
+
+/// Runs an offline command (`inject`, `onboard`) on the process's stdio; its exit code is the
+/// process's.
+fn offline(
+    command: impl AsyncFnOnce(
+        &mut (dyn std::io::Read + Send),
+        &mut (dyn std::io::Write + Send),
+        &mut (dyn std::io::Write + Send),
+    ) -> u8,
+) -> ExitCode {
+    match runtime() {
+        Ok(rt) => ExitCode::from(rt.block_on(command(
+            &mut std::io::stdin(),
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        ))),
+        Err(e) => report(Err(e)),
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod fake_apiserver;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -404,10 +405,40 @@ async fn the_webhook_admitting_a_pod_from_the_output_patches_nothing() {
             _ => IdentityMode::Inject,
         };
         let mut found = Vec::new();
-        for d in documents(&out) {
-            templates(&d, "default", &mut found);
+        let docs = documents(&out);
+        for d in &docs {
+            templates(d, "default", &mut found);
         }
+        // The ServiceAccounts and Namespaces of the output, as the cluster will hold them.
+        let annotations = |kind: &str, ns: Option<&str>, name: &str, field: &str| {
+            docs.iter()
+                .find(|d| {
+                    d["kind"] == kind
+                        && d["metadata"]["name"] == name
+                        && ns.is_none_or(|ns| d["metadata"]["namespace"] == ns)
+                })
+                .map(|d| {
+                    d["metadata"][field]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                        .collect::<BTreeMap<String, String>>()
+                })
+        };
         for (template, ns) in found {
+            let sa_name = template["spec"]["serviceAccountName"]
+                .as_str()
+                .unwrap_or("default");
+            let sa = annotations("ServiceAccount", Some(&ns), sa_name, "annotations");
+            let ns_annotations = annotations("Namespace", None, &ns, "annotations");
+            let ns_labels = annotations("Namespace", None, &ns, "labels");
+            let ctx = Context {
+                service_account_annotations: sa.as_ref(),
+                namespace_annotations: ns_annotations.as_ref(),
+                namespace_labels: ns_labels.as_ref(),
+                identity_mode: mode,
+            };
             let pod = pod_from(&template, &ns);
             let body = serde_json::to_vec(&json!({
                 "apiVersion": "admission.k8s.io/v1",
@@ -422,7 +453,7 @@ async fn the_webhook_admitting_a_pod_from_the_output_patches_nothing() {
                 }
             }))
             .unwrap();
-            let resp = admission::review(&body, &Context::offline(mode), &params.defaults).unwrap();
+            let resp = admission::review(&body, &ctx, &params.defaults).unwrap();
             assert!(resp.allowed(), "{args:?}: denied: {:?}", resp.status);
             assert_eq!(
                 resp.ops(),

@@ -243,8 +243,36 @@ async fn lookup_all(cluster: &Cluster, items: &mut [Item], default_namespace: &s
     out
 }
 
+/// Writes the command's output to stdout, or every error to stderr (prefixed `error: `);
+/// `false` when there were errors or stdout could not be written. Nothing reaches stdout when
+/// there is an error.
+pub fn emit(
+    result: Result<&str, &[String]>,
+    stdout: &mut (dyn Write + Send),
+    stderr: &mut (dyn Write + Send),
+) -> bool {
+    match result {
+        Ok(text) => match stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            Ok(()) => true,
+            Err(e) => {
+                let _ = writeln!(stderr, "error: cannot write the output: {e}");
+                false
+            }
+        },
+        Err(errors) => {
+            for e in errors {
+                let _ = writeln!(stderr, "error: {e}");
+            }
+            false
+        }
+    }
+}
+
 /// RFC 1123 label: what Kubernetes accepts as a namespace name.
-fn is_dns_label(s: &str) -> bool {
+pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63

@@ -106,27 +106,14 @@ fn finish(
     stdout: &mut (dyn Write + Send),
     stderr: &mut (dyn Write + Send),
 ) -> u8 {
-    match result {
-        Ok(out) => {
-            if let Err(e) = stdout
-                .write_all(out.text.as_bytes())
-                .and_then(|()| stdout.flush())
-            {
-                let _ = writeln!(stderr, "error: cannot write the output: {e}");
-                return EXIT_ERROR;
-            }
-            if args.diff && out.changed {
-                EXIT_CHANGES
-            } else {
-                EXIT_OK
-            }
-        }
-        Err(errors) => {
-            for e in &errors {
-                let _ = writeln!(stderr, "error: {e}");
-            }
-            EXIT_ERROR
-        }
+    let changed = result.as_ref().is_ok_and(|out| out.changed);
+    let text = result.as_ref().map(|out| out.text.as_str());
+    if !load::emit(text.map_err(Vec::as_slice), stdout, stderr) {
+        EXIT_ERROR
+    } else if args.diff && changed {
+        EXIT_CHANGES
+    } else {
+        EXIT_OK
     }
 }
 
@@ -160,13 +147,11 @@ async fn execute(
                 Err(d) => Err(d),
             };
             match result {
-                Ok(workload::Outcome::Skipped) if w.opt_in_misplaced() => warnings.push(format!(
-                    "{place}: {name}: sbmesh.io/inject is set on the {} itself, not on its pod \
-                     template, so the webhook never sees it; move it to {}.metadata.annotations",
-                    name.kind,
-                    w.template_path()
-                )),
-                Ok(workload::Outcome::Skipped) => {}
+                Ok(workload::Outcome::Skipped) => {
+                    if let Some(m) = w.misplaced_opt_in() {
+                        warnings.push(format!("{place}: {name}: {m}"));
+                    }
+                }
                 Ok(workload::Outcome::Injected { warnings: w }) => {
                     warnings.extend(w.into_iter().map(|m| format!("{place}: {name}: {m}")));
                 }

@@ -119,11 +119,23 @@ impl Workload<'_> {
 
     /// Whether the opt-in stands on the workload's own metadata but not on its pod template,
     /// where the webhook would never see it (a common slip).
-    pub fn opt_in_misplaced(&self) -> bool {
+    fn opt_in_misplaced(&self) -> bool {
         let own = "/metadata/annotations/sbmesh.io~1inject";
         !self.pointer.is_empty()
             && self.object.pointer(own).is_some()
             && self.pod().is_none_or(|p| p.pointer(own).is_none())
+    }
+
+    /// The warning for an opt-in on the workload's own metadata instead of its template.
+    pub fn misplaced_opt_in(&self) -> Option<String> {
+        self.opt_in_misplaced().then(|| {
+            format!(
+                "sbmesh.io/inject is set on the {} itself, not on its pod template, so the \
+                 webhook never sees it; move it to {}.metadata.annotations",
+                self.kind,
+                self.template_path()
+            )
+        })
     }
 
     /// The template's place in the object, as kubectl explain writes it (`spec.template`).
