@@ -23,4 +23,5 @@ pub mod inject;
 pub mod mutate;
 pub mod onboard;
 pub mod pod;
+pub mod selfmanaged;
 pub mod server;

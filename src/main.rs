@@ -39,6 +39,12 @@ enum Command {
     Certs(CertsArgs),
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CertsMode {
+    Files,
+    SelfManaged,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Json,
@@ -72,6 +78,43 @@ struct ServeArgs {
     /// Where the self-signed certificate goes when --tls-cert is not given.
     #[arg(long, env = "SBMESH_SELF_SIGNED_DIR", value_name = "DIR")]
     self_signed_dir: Option<PathBuf>,
+    /// Where the serving certificate comes from: files (--tls-cert/--tls-key, else a
+    /// self-signed one for localhost), or self-managed (a CA and serving pair the webhook keeps
+    /// in a Secret, publishes in its MutatingWebhookConfiguration's caBundle and renews).
+    #[arg(long, env = "SBMESH_CERTS", value_enum, default_value = "files", conflicts_with_all = ["tls_cert", "self_signed_dir"])]
+    certs: CertsMode,
+    /// Self-managed: the Secret holding the CA and serving pair (get and update on it only).
+    #[arg(
+        long,
+        env = "SBMESH_CERTS_SECRET",
+        default_value = "sbmesh-certs",
+        value_name = "NAME"
+    )]
+    certs_secret: String,
+    /// Self-managed: the webhook's namespace (the Secret's and the Service's), usually from
+    /// the downward API.
+    #[arg(long, env = "SBMESH_CERTS_NAMESPACE", value_name = "NAMESPACE")]
+    certs_namespace: Option<String>,
+    /// Self-managed: the Service the API server calls, whose names the certificate covers.
+    #[arg(
+        long,
+        env = "SBMESH_CERTS_SERVICE",
+        default_value = "sbmesh",
+        value_name = "NAME"
+    )]
+    service: String,
+    /// Self-managed: the MutatingWebhookConfiguration whose caBundle gets the CA.
+    #[arg(
+        long,
+        env = "SBMESH_WEBHOOK_CONFIGURATION",
+        default_value = "00-sbmesh",
+        value_name = "NAME"
+    )]
+    webhook_configuration: String,
+    /// Self-managed: where the serving pair is written for the server (default: a folder in
+    /// $TMPDIR).
+    #[arg(long, env = "SBMESH_CERTS_DIR", value_name = "DIR")]
+    certs_dir: Option<PathBuf>,
     /// Cluster lookups of ServiceAccounts and Namespaces: auto, on or off.
     #[arg(long, env = "SBMESH_CLUSTER", default_value = "auto")]
     cluster: ClusterMode,
@@ -160,6 +203,56 @@ fn main() -> ExitCode {
             sbmesh::onboard::run(&a, stdin, stdout, stderr).await
         }),
     }
+}
+
+/// Self-managed certificates: a throwaway pair to start serving with (the replica is not ready
+/// while it serves it), then the reconcile loop that replaces it with the Secret's pair.
+async fn self_managed(
+    a: &ServeArgs,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(server::TlsFiles, sbmesh::selfmanaged::Trusted)> {
+    use sbmesh::selfmanaged;
+    let namespace = a.certs_namespace.clone().context(
+        "--certs self-managed needs the webhook's namespace: --certs-namespace or \
+         SBMESH_CERTS_NAMESPACE (from the downward API: fieldRef metadata.namespace)",
+    )?;
+    let dir = a
+        .certs_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("sbmesh-self-managed"));
+    let settings = selfmanaged::Settings {
+        namespace,
+        secret: a.certs_secret.clone(),
+        webhook_configuration: a.webhook_configuration.clone(),
+        service: a.service.clone(),
+        dir: dir.clone(),
+        probe: SocketAddr::new(
+            if a.listen.ip().is_unspecified() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                a.listen.ip()
+            },
+            a.listen.port(),
+        ),
+        interval: Duration::from_secs(60),
+        retry: Duration::from_secs(2),
+        ca_days: selfmanaged::CA_DAYS,
+        serving_days: selfmanaged::SERVING_DAYS,
+    };
+    let placeholder = certs::generate(&settings.request())?;
+    let written = certs::write(&dir, &placeholder)?;
+    let client = kube::Client::try_default().await.context(
+        "--certs self-managed needs the API server (in-cluster credentials or a kubeconfig)",
+    )?;
+    let trusted = selfmanaged::Trusted::default();
+    tokio::spawn(selfmanaged::run(client, settings, trusted.clone(), stop));
+    Ok((
+        server::TlsFiles {
+            cert: written.cert,
+            key: written.key,
+        },
+        trusted,
+    ))
 }
 
 /// Runs an offline command (`inject`, `onboard`) on the process's stdio; its exit code is the
@@ -251,12 +344,20 @@ fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     init_logging(a.log_format, &a.log)?;
     let params = a.params.resolve()?;
-    let tls = match (&a.tls_cert, &a.tls_key) {
-        (Some(cert), Some(key)) => server::TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        },
-        _ => {
+    let (stop_certs, certs_stopped) = tokio::sync::watch::channel(false);
+    let (tls, trusted) = match (a.certs, &a.tls_cert, &a.tls_key) {
+        (CertsMode::SelfManaged, _, _) => {
+            let (files, trusted) = self_managed(&a, certs_stopped).await?;
+            (files, Some(trusted))
+        }
+        (CertsMode::Files, Some(cert), Some(key)) => (
+            server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            None,
+        ),
+        (CertsMode::Files, _, _) => {
             let dir = a
                 .self_signed_dir
                 .clone()
@@ -269,10 +370,13 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
                  clients can trust it with --cacert {}",
                 written.ca.display()
             );
-            server::TlsFiles {
-                cert: written.cert,
-                key: written.key,
-            }
+            (
+                server::TlsFiles {
+                    cert: written.cert,
+                    key: written.key,
+                },
+                None,
+            )
         }
     };
     let cluster = Cluster::start(
@@ -322,9 +426,12 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let app = server::App {
         defaults: Arc::new(params.defaults),
         cluster,
+        certs: trusted,
     };
     let listeners = server::Listeners { webhook, admin };
-    server::serve_admission(listeners, tls, app, settings, shutdown_signal()).await?;
+    let served = server::serve_admission(listeners, tls, app, settings, shutdown_signal()).await;
+    stop_certs.send_replace(true);
+    served?;
     tracing::info!("sbmesh stopped");
     Ok(())
 }

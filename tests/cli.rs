@@ -106,6 +106,13 @@ fn certs_writes_ca_cert_and_private_key_and_prints_the_ca_bundle() {
         String::from_utf8_lossy(&out.stderr)
     );
     let bundle = String::from_utf8(out.stdout).unwrap();
+    // The serving pair and the CA certificate; never the CA's key.
+    let mut written: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(written, ["ca.crt", "tls.crt", "tls.key"]);
     let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
     use base64::Engine as _;
     let decoded = base64::engine::general_purpose::STANDARD

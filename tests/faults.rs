@@ -1102,6 +1102,7 @@ async fn certificate_with_multi_byte_utf_8_in_its_expiry_fails_the_start_with_an
     let app = sbmesh::server::App {
         defaults: Arc::new(test_defaults()),
         cluster: sbmesh::cluster::Cluster::off(sbmesh::contract::IdentityMode::Inject),
+        certs: None,
     };
     // Spawned, so that a panic shows as one rather than failing the test some other way.
     let serve = tokio::spawn(sbmesh::server::serve_admission(

@@ -498,6 +498,7 @@ async fn serve_fails_at_start_naming_a_missing_key_file() {
     let app = sbmesh::server::App {
         defaults: Arc::new(test_defaults()),
         cluster: sbmesh::cluster::Cluster::off(sbmesh::contract::IdentityMode::Inject),
+        certs: None,
     };
     let err = sbmesh::server::serve_admission(
         Listeners {
@@ -526,6 +527,7 @@ async fn serve_fails_at_start_when_the_key_does_not_match_the_certificate() {
     let app = sbmesh::server::App {
         defaults: Arc::new(test_defaults()),
         cluster: sbmesh::cluster::Cluster::off(sbmesh::contract::IdentityMode::Inject),
+        certs: None,
     };
     let err = sbmesh::server::serve_admission(
         Listeners {
@@ -1170,6 +1172,7 @@ async fn serve_refuses_a_body_budget_below_the_body_limit() {
     let app = sbmesh::server::App {
         defaults: Arc::new(test_defaults()),
         cluster: sbmesh::cluster::Cluster::off(sbmesh::contract::IdentityMode::Inject),
+        certs: None,
     };
     let settings = Settings {
         body_limit: 1024 * 1024,

@@ -17,6 +17,9 @@ use crate::contract::Defaults;
 pub struct App {
     pub defaults: Arc<Defaults>,
     pub cluster: Cluster,
+    /// With self-managed certificates: whether the served certificate chains to the caBundle
+    /// (not ready until it does).
+    pub certs: Option<crate::selfmanaged::Trusted>,
 }
 
 /// State the routes share.
@@ -45,6 +48,13 @@ impl Shared {
         self.host
             .not_ready()
             .or_else(|| (!self.app.cluster.ready()).then_some("cluster caches not synced"))
+            .or_else(|| {
+                self.app
+                    .certs
+                    .as_ref()
+                    .is_some_and(|t| !t.get())
+                    .then_some("the served certificate does not chain to the caBundle yet")
+            })
     }
 }
 

@@ -38,6 +38,7 @@ use tokio_rustls::TlsAcceptor;
 pub use app::App;
 pub use conn::IDLE_TIMEOUT;
 pub use tls::TlsError;
+pub(crate) use tls::provider as tls_provider;
 
 use metrics::ShellMetrics;
 

@@ -73,6 +73,16 @@ impl Pki {
         }
     }
 
+    /// An existing CA, e.g. one `sbmesh::certs` made: its certificate and private key, PEM.
+    pub fn from_pem(ca_cert_pem: &str, ca_key_pem: &str) -> Self {
+        let key = KeyPair::from_pem(ca_key_pem).expect("CA key PEM");
+        let ca = first_der(ca_cert_pem);
+        Self {
+            issuer: Issuer::from_ca_cert_der(&ca, key).expect("CA certificate"),
+            ca,
+        }
+    }
+
     pub fn leaf(&self) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
         let mut params =
@@ -89,6 +99,25 @@ impl Pki {
             der: cert.der().clone(),
         }
     }
+}
+
+impl Leaf {
+    /// An existing serving certificate and key, e.g. ones `sbmesh::certs` made.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Self {
+        Self {
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+            der: first_der(cert_pem),
+        }
+    }
+}
+
+/// The first certificate in `pem`, DER.
+pub fn first_der(pem: &str) -> CertificateDer<'static> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .next()
+        .expect("a CERTIFICATE block")
+        .expect("certificate PEM")
 }
 
 /// A fresh key in PEM that belongs to no certificate.
@@ -208,6 +237,7 @@ impl TestServer {
         let app = App {
             defaults: Arc::new(test_defaults()),
             cluster: Cluster::off(IdentityMode::Inject),
+            certs: None,
         };
         let handle = tokio::spawn(server::serve_admission(
             Listeners {

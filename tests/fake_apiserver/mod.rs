@@ -2,8 +2,11 @@
 //! watcher and reflector. It serves list (paginated, `PartialObjectMetadataList` when asked),
 //! watch (newline-delimited events replayed from the requested resourceVersion, then live, until
 //! the test ends the stream) and get (404 Status when absent) for ServiceAccounts, Namespaces and
-//! MutatingWebhookConfigurations, plus `/version`. Every request is logged so tests can count
-//! API calls, and faults can be switched on: held lists, stalled or failing GETs, a dead server.
+//! MutatingWebhookConfigurations, plus `/version`; and the writes the webhook's self-managed
+//! certificates make: create, replace (optimistic concurrency: a stale resourceVersion is a 409
+//! Conflict) and patch (JSON patch, `test` ops included; merge patch) of Secrets and
+//! MutatingWebhookConfigurations. Every request is logged so tests can count API calls, and
+//! faults can be switched on: held lists, stalled or failing GETs, failing writes, a dead server.
 
 #![allow(dead_code)]
 
@@ -23,19 +26,27 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
-/// The three resources the fake serves.
+/// The resources the fake serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Res {
     ServiceAccounts,
     Namespaces,
     MutatingWebhookConfigurations,
+    Secrets,
 }
 
 impl Res {
-    pub const ALL: [Res; 3] = [
+    /// What the webhook's caches list and watch.
+    pub const CACHED: [Res; 3] = [
         Res::ServiceAccounts,
         Res::Namespaces,
         Res::MutatingWebhookConfigurations,
+    ];
+    pub const ALL: [Res; 4] = [
+        Res::ServiceAccounts,
+        Res::Namespaces,
+        Res::MutatingWebhookConfigurations,
+        Res::Secrets,
     ];
 
     fn list_kind(self) -> (&'static str, &'static str) {
@@ -46,6 +57,7 @@ impl Res {
                 "admissionregistration.k8s.io/v1",
                 "MutatingWebhookConfigurationList",
             ),
+            Res::Secrets => ("v1", "SecretList"),
         }
     }
 
@@ -54,6 +66,7 @@ impl Res {
             Res::ServiceAccounts => "serviceaccounts",
             Res::Namespaces => "namespaces",
             Res::MutatingWebhookConfigurations => "mutatingwebhookconfigurations",
+            Res::Secrets => "secrets",
         }
     }
 }
@@ -64,7 +77,16 @@ pub enum Verb {
     List,
     Watch,
     Get,
+    Create,
+    Replace,
+    Patch,
     Other,
+}
+
+impl Verb {
+    pub fn is_write(self) -> bool {
+        matches!(self, Verb::Create | Verb::Replace | Verb::Patch)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +125,8 @@ struct Shared {
     stall_gets: AtomicBool,
     /// HTTP status every single-object GET fails with (0: off).
     fail_gets: AtomicU16,
+    /// HTTP status every write fails with (0: off).
+    fail_writes: AtomicU16,
 }
 
 pub struct FakeApiServer {
@@ -146,6 +170,7 @@ impl FakeApiServer {
             hold_lists: watch::channel(false).0,
             stall_gets: AtomicBool::new(false),
             fail_gets: AtomicU16::new(0),
+            fail_writes: AtomicU16::new(0),
         });
         let s = shared.clone();
         let (stop, mut stopped) = watch::channel(false);
@@ -286,6 +311,29 @@ impl FakeApiServer {
             .store(status.unwrap_or(0), Ordering::SeqCst);
     }
 
+    /// Writes (create, replace, patch) answer with this HTTP status (`None`: normally).
+    pub fn fail_writes(&self, status: Option<u16>) {
+        self.shared
+            .fail_writes
+            .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// The object as stored now.
+    pub fn object(&self, res: Res, namespace: &str, name: &str) -> Option<Value> {
+        lock(&self.shared.state).collections[&res]
+            .objects
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Writes (create, replace, patch) so far.
+    pub fn writes(&self, res: Res) -> usize {
+        lock(&self.shared.log)
+            .iter()
+            .filter(|l| l.verb.is_write() && l.res == Some(res))
+            .count()
+    }
+
     /// Kills the server and returns once the port is closed and every open connection is cut.
     pub async fn shutdown(&mut self) {
         self.stop.send_replace(true);
@@ -409,6 +457,10 @@ fn route(path: &str) -> Option<(Res, String, Option<String>)> {
         ["api", "v1", "namespaces", name] => {
             Some((Res::Namespaces, String::new(), Some(name.to_string())))
         }
+        ["api", "v1", "namespaces", ns, "secrets"] => Some((Res::Secrets, ns.to_string(), None)),
+        ["api", "v1", "namespaces", ns, "secrets", name] => {
+            Some((Res::Secrets, ns.to_string(), Some(name.to_string())))
+        }
         [
             "apis",
             "admissionregistration.k8s.io",
@@ -447,6 +499,9 @@ async fn handle(s: &Arc<Shared>, req: Request<hyper::body::Incoming>) -> Respons
             Verb::Watch
         }
         (Some((_, _, None)), &Method::GET) => Verb::List,
+        (Some((_, _, None)), &Method::POST) => Verb::Create,
+        (Some((_, _, Some(_))), &Method::PUT) => Verb::Replace,
+        (Some((_, _, Some(_))), &Method::PATCH) => Verb::Patch,
         _ => Verb::Other,
     };
     lock(&s.log).push(Logged {
@@ -477,15 +532,142 @@ async fn handle(s: &Arc<Shared>, req: Request<hyper::body::Incoming>) -> Respons
             ),
         );
     };
-    if req.method() != Method::GET {
-        return status(405, "MethodNotAllowed", "the fake serves reads only".into());
+    if verb.is_write() {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return status(400, "BadRequest", format!("body: {e}")),
+        };
+        return write(s, verb, res, namespace, name, &content_type, &body);
     }
     match verb {
         Verb::Get => get(s, res, namespace, name.unwrap_or_default(), &accept).await,
         Verb::List => list(s, res, &q, &accept).await,
         Verb::Watch => watch_stream(s, res, &q, &accept),
-        Verb::Other => status(405, "MethodNotAllowed", "unsupported".into()),
+        _ => status(405, "MethodNotAllowed", "unsupported".into()),
     }
+}
+
+/// Create, replace or patch, as the API server does them: a create of an existing object is 409
+/// AlreadyExists; a replace whose metadata.resourceVersion is not the stored one is 409
+/// Conflict; a JSON patch whose `test` fails is 422 Invalid. Every write bumps the
+/// resourceVersion and is seen by watches.
+fn write(
+    s: &Arc<Shared>,
+    verb: Verb,
+    res: Res,
+    namespace: String,
+    name: Option<String>,
+    content_type: &str,
+    body: &[u8],
+) -> Response<Body> {
+    let fail = s.fail_writes.load(Ordering::SeqCst);
+    if fail != 0 {
+        return status(fail, "InternalError", "writes fail (fault injected)".into());
+    }
+    let mut st = lock(&s.state);
+    let plural = res.plural();
+    let (key, stored) = match (&verb, &name) {
+        (Verb::Create, _) => {
+            let Ok(obj) = serde_json::from_slice::<Value>(body) else {
+                return status(400, "BadRequest", "the body is not JSON".into());
+            };
+            let mut key = key_of(&obj);
+            if key.0.is_empty() {
+                key.0 = namespace.clone();
+            }
+            if st.collections[&res].objects.contains_key(&key) {
+                return status(
+                    409,
+                    "AlreadyExists",
+                    format!("{plural} \"{}\" already exists", key.1),
+                );
+            }
+            (key, obj)
+        }
+        (_, Some(name)) => {
+            let key = (namespace.clone(), name.clone());
+            let Some(current) = st.collections[&res].objects.get(&key).cloned() else {
+                return status(404, "NotFound", format!("{plural} \"{name}\" not found"));
+            };
+            let next = if verb == Verb::Replace {
+                let Ok(obj) = serde_json::from_slice::<Value>(body) else {
+                    return status(400, "BadRequest", "the body is not JSON".into());
+                };
+                if obj.pointer("/metadata/resourceVersion")
+                    != current.pointer("/metadata/resourceVersion")
+                {
+                    return status(
+                        409,
+                        "Conflict",
+                        format!(
+                            "Operation cannot be fulfilled on {plural} \"{name}\": the object has been \
+                             modified; please apply your changes to the latest version and try again"
+                        ),
+                    );
+                }
+                obj
+            } else if content_type.starts_with("application/json-patch+json") {
+                let Ok(patch) = serde_json::from_slice::<json_patch::Patch>(body) else {
+                    return status(400, "BadRequest", "the body is not a JSON patch".into());
+                };
+                let mut obj = current.clone();
+                if let Err(e) = json_patch::patch(&mut obj, &patch) {
+                    return status(422, "Invalid", format!("the patch does not apply: {e}"));
+                }
+                obj
+            } else if content_type.starts_with("application/merge-patch+json") {
+                let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+                    return status(400, "BadRequest", "the body is not JSON".into());
+                };
+                let mut obj = current.clone();
+                json_patch::merge(&mut obj, &patch);
+                obj
+            } else {
+                return status(
+                    415,
+                    "UnsupportedMediaType",
+                    format!("patch type {content_type}"),
+                );
+            };
+            (key, next)
+        }
+        _ => return status(405, "MethodNotAllowed", "unsupported".into()),
+    };
+    st.rv += 1;
+    let rv = st.rv;
+    let mut obj = stored;
+    stamp(&mut obj, rv);
+    if let Some(meta) = obj.get_mut("metadata") {
+        meta["namespace"] = if namespace.is_empty() {
+            Value::Null
+        } else {
+            json!(namespace)
+        };
+        if namespace.is_empty() {
+            meta.as_object_mut().expect("metadata").remove("namespace");
+        }
+    }
+    let c = st.collections.get_mut(&res).expect("collection");
+    let ty = if c.objects.contains_key(&key) {
+        "MODIFIED"
+    } else {
+        "ADDED"
+    };
+    c.objects.insert(key, obj.clone());
+    c.history.push((rv, ty, obj.clone()));
+    let _ = c.live.send(Msg::Event(rv, ty, obj.clone()));
+    let code = if verb == Verb::Create {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    json_response(code, &obj)
 }
 
 async fn get(
