@@ -4,48 +4,23 @@
 //! has run there with the `sbmesh` binary of this build, so the repository is never written.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
 use base64::Engine as _;
 use serde_json::Value;
 
-const NAMESPACE: &str = "sbmesh-system";
-const WEBHOOK_CONFIGURATION: &str = "00-sbmesh";
-const WEBHOOK: &str = "sbmesh.sbmesh.io";
-const OPT_IN_EXPRESSION: &str =
-    "has(object.metadata.annotations) && 'sbmesh.io/inject' in object.metadata.annotations";
+#[path = "shared/objects.rs"]
+mod objects;
+use objects::{
+    NAMESPACE, OPT_IN_EXPRESSION, WEBHOOK, WEBHOOK_CONFIGURATION, all_of, config, container,
+    copy_tree, deployment, env_value, find, grants, kustomize, labels_match, pod_spec, repo,
+    strings, webhook,
+};
 
 // ----------------------------------------------------------------------------------------------
 // Rendering
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `kubectl kustomize DIR`, parsed into one JSON value per document.
-fn kustomize(dir: &Path) -> Vec<Value> {
-    let output = match Command::new("kubectl").arg("kustomize").arg(dir).output() {
-        Ok(output) => output,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "kubectl is not installed: these tests render manifests/ with `kubectl kustomize`. \
-             Install kubectl (any version with kustomize v5; CI installs it) and run again."
-        ),
-        Err(e) => panic!("could not run kubectl: {e}"),
-    };
-    assert!(
-        output.status.success(),
-        "kubectl kustomize {} failed:\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let yaml = String::from_utf8(output.stdout).expect("kustomize output is UTF-8");
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&yaml)
-        .unwrap_or_else(|e| panic!("rendered {} is not YAML: {e}", dir.display()));
-    assert!(!docs.is_empty(), "{} rendered no objects", dir.display());
-    docs
-}
 
 fn rendered(cell: &'static OnceLock<Vec<Value>>, dir: &str) -> &'static [Value] {
     cell.get_or_init(|| kustomize(&repo().join(dir)))
@@ -124,81 +99,6 @@ fn dev_copy() -> &'static DevCopy {
             e2e,
         }
     })
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("dir entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy file");
-        }
-    }
-}
-
-// ----------------------------------------------------------------------------------------------
-// Lookups
-
-fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name} among the rendered objects"))
-}
-
-fn all_of<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    docs.iter().filter(|d| d["kind"] == kind).collect()
-}
-
-fn webhook(docs: &[Value]) -> &Value {
-    let mwc = find(docs, "MutatingWebhookConfiguration", WEBHOOK_CONFIGURATION);
-    let hooks = mwc["webhooks"].as_array().expect("webhooks is a list");
-    assert_eq!(
-        hooks.len(),
-        1,
-        "{WEBHOOK_CONFIGURATION} must hold exactly one webhook"
-    );
-    &hooks[0]
-}
-
-fn deployment(docs: &[Value]) -> &Value {
-    find(docs, "Deployment", "sbmesh")
-}
-
-fn pod_spec(docs: &[Value]) -> &Value {
-    &deployment(docs)["spec"]["template"]["spec"]
-}
-
-fn container(docs: &[Value]) -> &Value {
-    let containers = pod_spec(docs)["containers"].as_array().expect("containers");
-    assert_eq!(containers.len(), 1, "the webhook pod runs one container");
-    &containers[0]
-}
-
-fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
-    container["env"]
-        .as_array()?
-        .iter()
-        .find(|e| e["name"] == name)
-        .and_then(|e| e["value"].as_str())
-}
-
-fn strings(v: &Value) -> Vec<&str> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("{v} is not a list"))
-        .iter()
-        .map(|s| s.as_str().unwrap_or_else(|| panic!("{s} is not a string")))
-        .collect()
-}
-
-fn labels_match(selector: &Value, labels: &Value) -> bool {
-    selector
-        .as_object()
-        .expect("matchLabels is a map")
-        .iter()
-        .all(|(k, v)| labels[k] == *v)
 }
 
 /// The overlays that install the webhook and render on any checkout (no generated certificate).
@@ -710,54 +610,6 @@ fn tls_and_config_are_mounted_whole_for_hot_reload() {
     }
 }
 
-const CONFIG_KEYS: [&str; 15] = [
-    "tenantId",
-    "clientId",
-    "servicebusNamespace",
-    "cloud",
-    "egress",
-    "identityMode",
-    "connectionStringPolicy",
-    "requireDedicatedServiceAccount",
-    "nativeSidecar",
-    "meshExcludeOutboundPorts",
-    "tokenExpiration",
-    "telemetry",
-    "otlpEndpoint",
-    "boundaries",
-    "requireBoundaries",
-];
-
-fn config(overlay: &str, docs: &[Value]) -> Value {
-    let cm = find(docs, "ConfigMap", "sbmesh-config");
-    let text = cm["data"]["config.yaml"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{overlay}: data.config.yaml"));
-    let config: Value =
-        serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("{overlay}: config.yaml: {e}"));
-    for key in config
-        .as_object()
-        .unwrap_or_else(|| panic!("{overlay}: config.yaml is a mapping"))
-        .keys()
-    {
-        assert!(
-            CONFIG_KEYS.contains(&key.as_str()),
-            "{overlay}: unknown config key {key}"
-        );
-    }
-    // And the webhook itself accepts it, as it will at start.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, text).expect("write config");
-    sbmesh::config::ParamArgs {
-        config: Some(path),
-        ..Default::default()
-    }
-    .resolve()
-    .unwrap_or_else(|e| panic!("{overlay}: sbmesh rejects its config.yaml: {e}"));
-    config
-}
-
 #[test]
 fn config_map_holds_a_config_yaml_with_known_keys_and_no_tenant() {
     for (overlay, docs) in installable() {
@@ -804,8 +656,8 @@ fn selectors_match_the_pod_template_labels() {
 
 #[test]
 fn cluster_role_grants_exactly_the_verbs_sbmesh_uses() {
-    // (apiGroup, resource) -> verbs. Anything else, or any other verb, is a finding.
-    let want: BTreeSet<(&str, &str, &str)> = [
+    // (apiGroup, resource, verb), none limited to names. Anything else is a finding.
+    let want: BTreeSet<objects::Grant> = [
         ("", "serviceaccounts", "get"),
         ("", "serviceaccounts", "list"),
         ("", "serviceaccounts", "watch"),
@@ -823,7 +675,9 @@ fn cluster_role_grants_exactly_the_verbs_sbmesh_uses() {
             "watch",
         ),
     ]
-    .into();
+    .into_iter()
+    .map(|(g, r, v)| (g.into(), r.into(), v.into(), Vec::new()))
+    .collect();
     for (overlay, docs) in installable() {
         let roles: Vec<&Value> = docs
             .iter()
@@ -835,21 +689,7 @@ fn cluster_role_grants_exactly_the_verbs_sbmesh_uses() {
             "{overlay}: one role, the ClusterRole sbmesh"
         );
         let role = find(docs, "ClusterRole", "sbmesh");
-        let mut got = BTreeSet::new();
-        for rule in role["rules"].as_array().expect("rules") {
-            assert!(
-                rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none(),
-                "{overlay}: {rule}"
-            );
-            for group in strings(&rule["apiGroups"]) {
-                for resource in strings(&rule["resources"]) {
-                    for verb in strings(&rule["verbs"]) {
-                        got.insert((group, resource, verb));
-                    }
-                }
-            }
-        }
-        assert_eq!(got, want, "{overlay}: ClusterRole sbmesh");
+        assert_eq!(grants(role), want, "{overlay}: ClusterRole sbmesh");
         assert!(
             role.get("aggregationRule").is_none(),
             "{overlay}: no aggregation"

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # End-to-end test of sbmesh on a throwaway kind cluster (issue 5): a real kube-apiserver calls
 # the webhook, applies its patch, validates and runs the pod, and the kubelet mints the token.
-# Builds the image from the Dockerfile, installs manifests/overlays/e2e with a certificate from
-# `sbmesh certs`, then checks (a)-(g) below. Every check prints PASS or FAIL with what it saw.
+# Builds the image from the Dockerfile, installs sbmesh (kustomize: manifests/overlays/e2e with a
+# certificate from `sbmesh certs`; helm: charts/sbmesh with self-managed certificates), then
+# checks (a)-(g) below. Every check prints PASS or FAIL with what it saw.
 #
 # usage: tests/e2e/run.sh [--keep] [--skip-build] [--node-image IMAGE] [--name CLUSTER]
+#                         [--install kustomize|helm]
 #   --keep          leave the cluster (and its kubeconfig) behind; also SBMESH_E2E_KEEP=1
 #   --skip-build    use the image sbmesh:e2e already in the local docker engine
 #   --node-image    kindest/node image (default: the one pinned in tests/e2e/kind.yaml);
 #                   also KIND_NODE_IMAGE
 #   --name          cluster name (default: unique per run); also SBMESH_E2E_CLUSTER
+#   --install       how sbmesh is installed (default kustomize); also SBMESH_E2E_INSTALL
 # Environment: SBMESH_BIN (sbmesh binary for `sbmesh certs`, default: built by cargo),
 #   SBMESH_E2E_KUBECONFIG (where to write the cluster's kubeconfig, default: a temp dir).
 # Exit status: 0 all checks passed, 1 a check failed, 2 prerequisites missing, 3 setup failed.
@@ -23,6 +26,7 @@ SKIP_BUILD=0
 NODE_IMAGE=${KIND_NODE_IMAGE:-}
 CLUSTER=${SBMESH_E2E_CLUSTER:-sbmesh-e2e-$$-$RANDOM}
 IMAGE=sbmesh:e2e
+INSTALL=${SBMESH_E2E_INSTALL:-kustomize}
 
 # What the e2e overlay and the test pods are configured with.
 TENANT=e2e0e2e0-0000-4000-8000-000000000001 # manifests/overlays/e2e/config.yaml
@@ -39,7 +43,8 @@ while (($# > 0)); do
     --skip-build) SKIP_BUILD=1; shift ;;
     --node-image) NODE_IMAGE=${2:?--node-image needs a value}; shift 2 ;;
     --name) CLUSTER=${2:?--name needs a value}; shift 2 ;;
-    -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --install) INSTALL=${2:?--install needs a value}; shift 2 ;;
+    -h | --help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "e2e: unknown argument: $1 (see --help)"; exit 2 ;;
   esac
 done
@@ -56,6 +61,11 @@ fi
 command -v kind >/dev/null || missing+=("kind: not on PATH (go install sigs.k8s.io/kind@v0.29.0, or see https://kind.sigs.k8s.io)")
 command -v kubectl >/dev/null || missing+=("kubectl: not on PATH")
 command -v python3 >/dev/null || missing+=("python3: not on PATH (used to read JSON and decode the token)")
+case "$INSTALL" in
+  kustomize) ;;
+  helm) command -v helm >/dev/null || missing+=("helm: not on PATH (--install helm; see https://helm.sh/docs/intro/install)") ;;
+  *) echo "e2e: --install must be kustomize or helm, not $INSTALL"; exit 2 ;;
+esac
 if [[ -n "${SBMESH_BIN:-}" ]]; then
   [[ -x "$SBMESH_BIN" ]] || missing+=("sbmesh binary: SBMESH_BIN=$SBMESH_BIN is not executable")
 elif [[ ! -x "$ROOT/target/release/sbmesh" ]] && ! command -v cargo >/dev/null; then
@@ -241,15 +251,33 @@ metadata:
   namespace: e2e-a
 EOF
 
-step "certificates (sbmesh certs) and install of manifests/overlays/e2e"
-# A private copy of manifests/: the certs script writes into the dev overlay's generated/.
-cp -R "$ROOT/manifests" "$WORK/manifests"
-find "$WORK/manifests/overlays/dev/generated" -type f ! -name README.md ! -name .gitignore -delete
-certs_args=(--out "$WORK/certs" --overlay "$WORK/manifests/overlays/dev")
-[[ -z "${SBMESH_BIN:-}" ]] || certs_args+=(--sbmesh "$SBMESH_BIN")
-setup "$ROOT/certs/make-dev-certs.sh" "${certs_args[@]}"
-setup kubectl apply -k "$WORK/manifests/overlays/e2e"
-setup kubectl -n sbmesh-system rollout status deployment/sbmesh --timeout=240s
+if [[ "$INSTALL" == helm ]]; then
+  step "install of charts/sbmesh (self-managed certificates)"
+  # The e2e overlay's config (manifests/overlays/e2e/config.yaml), as chart values. The chart
+  # creates the empty Secret the webhook fills and the webhook configuration whose caBundle it
+  # writes; --wait returns once a replica is ready, i.e. serves a certificate that chains to
+  # that caBundle.
+  setup helm install sbmesh "$ROOT/charts/sbmesh" --namespace sbmesh-system --create-namespace \
+    --set image.repository=sbmesh --set image.tag=e2e --set image.pullPolicy=Never \
+    --set config.tenantId="$TENANT" --set config.identityMode=inject \
+    --set config.connectionStringPolicy=deny --set config.tokenExpiration=3600 \
+    --wait --timeout 240s
+  setup kubectl -n sbmesh-system rollout status deployment/sbmesh --timeout=240s
+  ca_bundle=$(kubectl get mutatingwebhookconfiguration 00-sbmesh -o jsonpath='{.webhooks[0].clientConfig.caBundle}' | base64 -d)
+  secret_ca=$(kubectl -n sbmesh-system get secret sbmesh-certs -o jsonpath='{.data.ca\.crt}' | base64 -d)
+  expect_true "(install)" "$([[ -n "$secret_ca" && "$ca_bundle" == *"$secret_ca"* ]] && echo true || echo false)" \
+    "self-managed: Secret sbmesh-certs holds a CA ($(printf %s "$secret_ca" | wc -c) bytes) and the caBundle of 00-sbmesh holds it"
+else
+  step "certificates (sbmesh certs) and install of manifests/overlays/e2e"
+  # A private copy of manifests/: the certs script writes into the dev overlay's generated/.
+  cp -R "$ROOT/manifests" "$WORK/manifests"
+  find "$WORK/manifests/overlays/dev/generated" -type f ! -name README.md ! -name .gitignore -delete
+  certs_args=(--out "$WORK/certs" --overlay "$WORK/manifests/overlays/dev")
+  [[ -z "${SBMESH_BIN:-}" ]] || certs_args+=(--sbmesh "$SBMESH_BIN")
+  setup "$ROOT/certs/make-dev-certs.sh" "${certs_args[@]}"
+  setup kubectl apply -k "$WORK/manifests/overlays/e2e"
+  setup kubectl -n sbmesh-system rollout status deployment/sbmesh --timeout=240s
+fi
 
 # Ready pods are not yet a reachable webhook (endpoints propagate): poll with server-side dry
 # runs, which go through the webhook without creating anything, until one comes back mutated.
