@@ -339,16 +339,7 @@ fn dev_and_e2e_overlays_change_only_certificate_image_and_config() {
                     );
                 }
                 "ConfigMap" if overlay == "e2e" => continue, // e2e_overlay_injects_with_...
-                "Deployment" if overlay == "e2e" => {
-                    let c = &mut doc["spec"]["template"]["spec"]["containers"][0];
-                    assert_eq!(c["image"], "sbmesh:e2e", "{overlay}");
-                    c["image"] = Value::from("ghcr.io/sbmesh/sbmesh:latest");
-                    c["imagePullPolicy"] = Value::from("IfNotPresent");
-                    let env = c["env"].as_array_mut().expect("env");
-                    env.retain(|e| {
-                        e["name"] != "SBMESH_IDENTITY_MODE" && e["name"] != "SBMESH_CLUSTER"
-                    });
-                }
+                "Deployment" if overlay == "e2e" => undo_e2e_component(&mut doc, overlay),
                 _ => {}
             }
             assert_eq!(
@@ -361,6 +352,48 @@ fn dev_and_e2e_overlays_change_only_certificate_image_and_config() {
             docs.len(),
             base.len() + 1,
             "{overlay}: the base's objects and Secret sbmesh-tls"
+        );
+    }
+}
+
+/// Takes back from a Deployment what components/e2e changes: the image, its pull policy, the
+/// identity mode and cluster lookups.
+fn undo_e2e_component(deployment: &mut Value, overlay: &str) {
+    let c = &mut deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "sbmesh:e2e", "{overlay}");
+    assert_eq!(c["imagePullPolicy"], "Never", "{overlay}");
+    c["image"] = Value::from("ghcr.io/sbmesh/sbmesh:latest");
+    c["imagePullPolicy"] = Value::from("IfNotPresent");
+    let env = c["env"].as_array_mut().expect("env");
+    env.retain(|e| e["name"] != "SBMESH_IDENTITY_MODE" && e["name"] != "SBMESH_CLUSTER");
+}
+
+/// The cert-manager e2e overlay is the cert-manager overlay with the same e2e changes as the
+/// dev one (components/e2e): the same objects, certificates and cainjector annotation.
+#[test]
+fn e2e_cert_manager_overlay_is_the_cert_manager_overlay_with_the_e2e_component() {
+    let e2e = kustomize(&repo().join("manifests/overlays/e2e-cert-manager"));
+    let cm = cert_manager();
+    assert_eq!(e2e.len(), cm.len(), "the same objects");
+    for doc in &e2e {
+        let (kind, name) = (
+            doc["kind"].as_str().unwrap(),
+            doc["metadata"]["name"].as_str().unwrap(),
+        );
+        let mut doc = doc.clone();
+        match kind {
+            "ConfigMap" => {
+                let config = doc["data"]["config.yaml"].as_str().expect("config.yaml");
+                assert!(config.contains("tenantId: e2e0e2e0-"), "{config}");
+                continue;
+            }
+            "Deployment" => undo_e2e_component(&mut doc, "e2e-cert-manager"),
+            _ => {}
+        }
+        assert_eq!(
+            &doc,
+            find(cm, kind, name),
+            "e2e-cert-manager: {kind} {name} differs from the cert-manager overlay"
         );
     }
 }

@@ -2,17 +2,19 @@
 # End-to-end test of sbmesh on a throwaway kind cluster (issue 5): a real kube-apiserver calls
 # the webhook, applies its patch, validates and runs the pod, and the kubelet mints the token.
 # Builds the image from the Dockerfile, installs sbmesh (kustomize: manifests/overlays/e2e with a
-# certificate from `sbmesh certs`; helm: charts/sbmesh with self-managed certificates), then
-# checks (a)-(g) below. Every check prints PASS or FAIL with what it saw.
+# certificate from `sbmesh certs`; cert-manager: manifests/overlays/e2e-cert-manager after
+# installing cert-manager; helm: charts/sbmesh with self-managed certificates), then checks
+# (a)-(g) below. Every check prints PASS or FAIL with what it saw.
 #
 # usage: tests/e2e/run.sh [--keep] [--skip-build] [--node-image IMAGE] [--name CLUSTER]
-#                         [--install kustomize|helm]
+#                         [--install kustomize|cert-manager|helm]
 #   --keep          leave the cluster (and its kubeconfig) behind; also SBMESH_E2E_KEEP=1
 #   --skip-build    use the image sbmesh:e2e already in the local docker engine
 #   --node-image    kindest/node image (default: the one pinned in tests/e2e/kind.yaml);
 #                   also KIND_NODE_IMAGE
 #   --name          cluster name (default: unique per run); also SBMESH_E2E_CLUSTER
-#   --install       how sbmesh is installed (default kustomize); also SBMESH_E2E_INSTALL
+#   --install       how sbmesh is installed (default kustomize); also SBMESH_E2E_INSTALL;
+#                   cert-manager's version: SBMESH_E2E_CERT_MANAGER (default below)
 # Environment: SBMESH_BIN (sbmesh binary for `sbmesh certs`, default: built by cargo),
 #   SBMESH_E2E_KUBECONFIG (where to write the cluster's kubeconfig, default: a temp dir).
 # Exit status: 0 all checks passed, 1 a check failed, 2 prerequisites missing, 3 setup failed.
@@ -27,9 +29,10 @@ NODE_IMAGE=${KIND_NODE_IMAGE:-}
 CLUSTER=${SBMESH_E2E_CLUSTER:-sbmesh-e2e-$$-$RANDOM}
 IMAGE=sbmesh:e2e
 INSTALL=${SBMESH_E2E_INSTALL:-kustomize}
+CERT_MANAGER=${SBMESH_E2E_CERT_MANAGER:-v1.18.2}
 
 # What the e2e overlay and the test pods are configured with.
-TENANT=e2e0e2e0-0000-4000-8000-000000000001 # manifests/overlays/e2e/config.yaml
+TENANT=e2e0e2e0-0000-4000-8000-000000000001 # manifests/components/e2e/config.yaml
 CLIENT=11111111-2222-3333-4444-555555555555
 SB_NAMESPACE=payments-e2e
 AUDIENCE=api://AzureADTokenExchange
@@ -44,7 +47,7 @@ while (($# > 0)); do
     --node-image) NODE_IMAGE=${2:?--node-image needs a value}; shift 2 ;;
     --name) CLUSTER=${2:?--name needs a value}; shift 2 ;;
     --install) INSTALL=${2:?--install needs a value}; shift 2 ;;
-    -h | --help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "e2e: unknown argument: $1 (see --help)"; exit 2 ;;
   esac
 done
@@ -62,9 +65,9 @@ command -v kind >/dev/null || missing+=("kind: not on PATH (go install sigs.k8s.
 command -v kubectl >/dev/null || missing+=("kubectl: not on PATH")
 command -v python3 >/dev/null || missing+=("python3: not on PATH (used to read JSON and decode the token)")
 case "$INSTALL" in
-  kustomize) ;;
+  kustomize | cert-manager) ;;
   helm) command -v helm >/dev/null || missing+=("helm: not on PATH (--install helm; see https://helm.sh/docs/intro/install)") ;;
-  *) echo "e2e: --install must be kustomize or helm, not $INSTALL"; exit 2 ;;
+  *) echo "e2e: --install must be kustomize, cert-manager or helm, not $INSTALL"; exit 2 ;;
 esac
 if [[ -n "${SBMESH_BIN:-}" ]]; then
   [[ -x "$SBMESH_BIN" ]] || missing+=("sbmesh binary: SBMESH_BIN=$SBMESH_BIN is not executable")
@@ -253,7 +256,7 @@ EOF
 
 if [[ "$INSTALL" == helm ]]; then
   step "install of charts/sbmesh (self-managed certificates)"
-  # The e2e overlay's config (manifests/overlays/e2e/config.yaml), as chart values. The chart
+  # The e2e config (manifests/components/e2e/config.yaml), as chart values. The chart
   # creates the empty Secret the webhook fills and the webhook configuration whose caBundle it
   # writes; --wait returns once a replica is ready, i.e. serves a certificate that chains to
   # that caBundle.
@@ -267,6 +270,35 @@ if [[ "$INSTALL" == helm ]]; then
   secret_ca=$(kubectl -n sbmesh-system get secret sbmesh-certs -o jsonpath='{.data.ca\.crt}' | base64 -d)
   expect_true "(install)" "$([[ -n "$secret_ca" && "$ca_bundle" == *"$secret_ca"* ]] && echo true || echo false)" \
     "self-managed: Secret sbmesh-certs holds a CA ($(printf %s "$secret_ca" | wc -c) bytes) and the caBundle of 00-sbmesh holds it"
+elif [[ "$INSTALL" == cert-manager ]]; then
+  step "cert-manager $CERT_MANAGER and install of manifests/overlays/e2e-cert-manager"
+  setup kubectl apply -f "https://github.com/cert-manager/cert-manager/releases/download/$CERT_MANAGER/cert-manager.yaml"
+  for d in cert-manager cert-manager-cainjector cert-manager-webhook; do
+    setup kubectl -n cert-manager rollout status "deployment/$d" --timeout=180s
+  done
+  # cert-manager's own webhook takes a moment to serve after its rollout: retry the apply.
+  apply_overlay() {
+    local deadline=$((SECONDS + 90))
+    until kubectl apply -k "$ROOT/manifests/overlays/e2e-cert-manager"; do
+      ((SECONDS < deadline)) || return 1
+      sleep 3
+    done
+  }
+  setup apply_overlay
+  setup kubectl -n sbmesh-system wait certificate/sbmesh-serving --for=condition=Ready --timeout=180s
+  setup kubectl -n sbmesh-system rollout status deployment/sbmesh --timeout=240s
+  wait_for_ca_bundle() {
+    local deadline=$((SECONDS + 90))
+    until [[ -n "$(kubectl get mutatingwebhookconfiguration 00-sbmesh -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ]]; do
+      ((SECONDS < deadline)) || return 1
+      sleep 2
+    done
+  }
+  setup wait_for_ca_bundle
+  ca_bundle=$(kubectl get mutatingwebhookconfiguration 00-sbmesh -o jsonpath='{.webhooks[0].clientConfig.caBundle}' | base64 -d)
+  secret_ca=$(kubectl -n sbmesh-system get secret sbmesh-tls -o jsonpath='{.data.ca\.crt}' | base64 -d)
+  expect_true "(install)" "$([[ -n "$secret_ca" && "$ca_bundle" == *"$secret_ca"* ]] && echo true || echo false)" \
+    "cert-manager: cainjector put the CA of Secret sbmesh-tls ($(printf %s "$secret_ca" | wc -c) bytes) in the caBundle of 00-sbmesh"
 else
   step "certificates (sbmesh certs) and install of manifests/overlays/e2e"
   # A private copy of manifests/: the certs script writes into the dev overlay's generated/.
