@@ -87,7 +87,7 @@ struct ServeArgs {
     #[arg(
         long,
         env = "SBMESH_CERTS_SECRET",
-        default_value = "sbmesh-certs",
+        default_value = "sbmesh-serving-cert",
         value_name = "NAME"
     )]
     certs_secret: String,

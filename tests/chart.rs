@@ -235,7 +235,7 @@ fn expected_deployment(mode: &str, checksum: &Value) -> Value {
                 "--certs",
                 "self-managed",
                 "--certs-secret",
-                "sbmesh-certs",
+                "sbmesh-serving-cert",
                 "--service",
                 "sbmesh",
                 "--webhook-configuration",
@@ -560,7 +560,7 @@ fn every_cert_mode_makes_the_base_objects_and_only_its_own_extras() {
         let got = kinds_and_names(&objects);
         let extras: BTreeSet<(String, String)> = match mode {
             "selfManaged" => [
-                pair("Secret", "sbmesh-certs"),
+                pair("Secret", "sbmesh-serving-cert"),
                 pair("Role", "sbmesh-certs"),
                 pair("RoleBinding", "sbmesh-certs"),
                 pair("ClusterRole", "sbmesh-cabundle"),
@@ -771,7 +771,7 @@ fn rbac_is_the_bases_and_self_managed_adds_exactly_its_named_grants() {
                         String::new(),
                         "secrets".to_owned(),
                         verb.to_owned(),
-                        vec!["sbmesh-certs".to_owned()],
+                        vec!["sbmesh-serving-cert".to_owned()],
                     ),
                 )
             };
@@ -813,7 +813,7 @@ fn self_managed_secret_is_empty_kept_and_never_mounted() {
         return;
     };
     let docs = render(helm, &mode_values("selfManaged"));
-    let secret = find(&docs, "Secret", "sbmesh-certs");
+    let secret = find(&docs, "Secret", "sbmesh-serving-cert");
     assert_eq!(secret["type"], "Opaque");
     assert!(
         secret.get("data").is_none() && secret.get("stringData").is_none(),
@@ -1268,7 +1268,7 @@ fn every_value_reaches_its_object() {
             "--certs",
             "self-managed",
             "--certs-secret",
-            &format!("{fullname}-certs"),
+            &format!("{fullname}-serving-cert"),
             "--service",
             fullname,
             "--webhook-configuration",
@@ -1301,13 +1301,13 @@ fn every_value_reaches_its_object() {
     // The self-managed RBAC names this release's Secret and webhook configuration.
     assert_eq!(
         find(&docs, "Role", &format!("{fullname}-certs"))["rules"][0]["resourceNames"],
-        json!([format!("{fullname}-certs")])
+        json!([format!("{fullname}-serving-cert")])
     );
     assert_eq!(
         find(&docs, "ClusterRole", &format!("{fullname}-cabundle"))["rules"][0]["resourceNames"],
         json!([mwc_name])
     );
-    find(&docs, "Secret", &format!("{fullname}-certs"));
+    find(&docs, "Secret", &format!("{fullname}-serving-cert"));
 
     for doc in &docs {
         let what = format!("{} {}", doc["kind"], doc["metadata"]["name"]);
@@ -1388,7 +1388,7 @@ fn notes_say_how_to_opt_a_pod_in_and_how_to_check_it() {
         }
         seen.insert(mode, notes);
     }
-    assert!(seen["selfManaged"].contains("sbmesh-certs"));
+    assert!(seen["selfManaged"].contains("sbmesh-serving-cert"));
     assert!(seen["certManager"].contains("cert-manager"));
     assert!(seen["existingSecret"].contains(EXISTING_SECRET));
 }

@@ -25,7 +25,7 @@ use fake_apiserver::{FakeApiServer, Res};
 use sbmesh::selfmanaged::{self, Change, Settings, keys};
 
 const NAMESPACE: &str = "sbmesh-system";
-const SECRET: &str = "sbmesh-certs";
+const SECRET: &str = "sbmesh-serving-cert";
 const MWC: &str = "00-sbmesh";
 
 fn settings(dir: &Path, probe: SocketAddr) -> Settings {

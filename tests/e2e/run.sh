@@ -267,9 +267,9 @@ if [[ "$INSTALL" == helm ]]; then
     --wait --timeout 240s
   setup kubectl -n sbmesh-system rollout status deployment/sbmesh --timeout=240s
   ca_bundle=$(kubectl get mutatingwebhookconfiguration 00-sbmesh -o jsonpath='{.webhooks[0].clientConfig.caBundle}' | base64 -d)
-  secret_ca=$(kubectl -n sbmesh-system get secret sbmesh-certs -o jsonpath='{.data.ca\.crt}' | base64 -d)
+  secret_ca=$(kubectl -n sbmesh-system get secret sbmesh-serving-cert -o jsonpath='{.data.ca\.crt}' | base64 -d)
   expect_true "(install)" "$([[ -n "$secret_ca" && "$ca_bundle" == *"$secret_ca"* ]] && echo true || echo false)" \
-    "self-managed: Secret sbmesh-certs holds a CA ($(printf %s "$secret_ca" | wc -c) bytes) and the caBundle of 00-sbmesh holds it"
+    "self-managed: Secret sbmesh-serving-cert holds a CA ($(printf %s "$secret_ca" | wc -c) bytes) and the caBundle of 00-sbmesh holds it"
 elif [[ "$INSTALL" == cert-manager ]]; then
   step "cert-manager $CERT_MANAGER and install of manifests/overlays/e2e-cert-manager"
   setup kubectl apply -f "https://github.com/cert-manager/cert-manager/releases/download/$CERT_MANAGER/cert-manager.yaml"

@@ -35,7 +35,7 @@ sbmesh.sbmesh.io
 
 {{/* selfManaged: the Secret the webhook keeps its CA and serving pair in. */}}
 {{- define "sbmesh.certsSecretName" -}}
-{{- printf "%s-certs" (include "sbmesh.fullname" .) }}
+{{- printf "%s-serving-cert" (include "sbmesh.fullname" .) }}
 {{- end }}
 
 {{/* certManager and existingSecret: the kubernetes.io/tls Secret mounted at /etc/sbmesh/tls. */}}
