@@ -365,6 +365,21 @@ fn dated_leaf(issuer: &Issuer<'static, KeyPair>, from: i64, to: i64) -> (String,
     )
 }
 
+/// An install whose caBundle is `bundle` and whose Secret holds `entries`.
+async fn installed(bundle: &str, entries: &[(&str, &str)]) -> FakeApiServer {
+    let fake = cluster(Some(bundle), false).await;
+    put_secret(&fake, entries);
+    fake
+}
+
+/// One pass in a fresh folder.
+async fn reconcile_once(fake: &FakeApiServer) -> (selfmanaged::Pair, Vec<Change>) {
+    let dir = tempfile::tempdir().unwrap();
+    selfmanaged::reconcile(&fake.client(), &settings(dir.path(), unused_probe()), now())
+        .await
+        .unwrap()
+}
+
 fn put_secret(fake: &FakeApiServer, entries: &[(&str, &str)]) {
     let data: serde_json::Map<String, Value> = entries
         .iter()
@@ -383,16 +398,16 @@ async fn a_ca_rotation_keeps_both_cas_trusted_and_moves_the_serving_certificate_
     let foreign = foreign_ca();
     let (old_ca, old_key, old_issuer) = dated_ca(-800 * DAY, 295 * DAY);
     let (leaf, leaf_key) = dated_leaf(&old_issuer, -10 * DAY, 80 * DAY);
-    let fake = cluster(Some(&format!("{foreign}{old_ca}")), false).await;
-    put_secret(
-        &fake,
+    let fake = installed(
+        &format!("{foreign}{old_ca}"),
         &[
             (keys::CA_CERT, &old_ca),
             (keys::CA_KEY, &old_key),
             (keys::CERT, &leaf),
             (keys::KEY, &leaf_key),
         ],
-    );
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path(), unused_probe());
     let client = fake.client();
@@ -433,9 +448,8 @@ async fn an_expired_previous_ca_leaves_the_secret_and_the_bundle() {
     let (old_ca, _, _) = dated_ca(-1100 * DAY, -DAY);
     let (ca, ca_key, issuer) = dated_ca(-300 * DAY, 795 * DAY);
     let (leaf, leaf_key) = dated_leaf(&issuer, -DAY, 89 * DAY);
-    let fake = cluster(Some(&format!("{old_ca}{ca}")), false).await;
-    put_secret(
-        &fake,
+    let fake = installed(
+        &format!("{old_ca}{ca}"),
         &[
             (keys::CA_CERT, &ca),
             (keys::CA_KEY, &ca_key),
@@ -443,12 +457,9 @@ async fn an_expired_previous_ca_leaves_the_secret_and_the_bundle() {
             (keys::CERT, &leaf),
             (keys::KEY, &leaf_key),
         ],
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let (pair, changes) =
-        selfmanaged::reconcile(&fake.client(), &settings(dir.path(), unused_probe()), now())
-            .await
-            .unwrap();
+    )
+    .await;
+    let (pair, changes) = reconcile_once(&fake).await;
     assert_eq!(changes, [Change::PreviousCaDropped]);
     assert_eq!(pair.previous_ca, None);
     assert_eq!(pems(&bundle(&fake)), [der(&ca)]);
@@ -459,21 +470,17 @@ async fn an_expired_previous_ca_leaves_the_secret_and_the_bundle() {
 async fn a_serving_certificate_at_two_thirds_of_its_life_is_renewed_by_the_same_ca() {
     let (ca, ca_key, issuer) = dated_ca(-10 * DAY, 1085 * DAY);
     let (leaf, leaf_key) = dated_leaf(&issuer, -61 * DAY, 29 * DAY);
-    let fake = cluster(Some(&ca), false).await;
-    put_secret(
-        &fake,
+    let fake = installed(
+        &ca,
         &[
             (keys::CA_CERT, &ca),
             (keys::CA_KEY, &ca_key),
             (keys::CERT, &leaf),
             (keys::KEY, &leaf_key),
         ],
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let (pair, changes) =
-        selfmanaged::reconcile(&fake.client(), &settings(dir.path(), unused_probe()), now())
-            .await
-            .unwrap();
+    )
+    .await;
+    let (pair, changes) = reconcile_once(&fake).await;
     assert_eq!(changes, [Change::ServingRenewed]);
     assert_eq!(pair.ca_cert, ca);
     verifies(&pair.cert, &ca);
