@@ -384,8 +384,9 @@ fn next(
         None
     };
     if let Some(why) = reissue {
-        // Sign with the CA the caBundle already trusts: the new one once it is there, else the
-        // previous (a serving certificate must never chain only to a CA clients lack).
+        // Sign with a CA the caBundle already trusts: the current one once it is there; while a
+        // CA made in this very pass is not yet published, the one held before it (a serving
+        // certificate must not chain only to a CA the API server lacks).
         let (signer_cert, signer_key) = if in_bundle || pair.previous_ca.is_none() {
             (pair.ca_cert.clone(), pair.ca_key.clone())
         } else {
