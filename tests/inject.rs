@@ -69,7 +69,7 @@ fn example() -> PathBuf {
 }
 
 /// Every golden input, by name.
-const GOLDEN: [&str; 10] = [
+const GOLDEN: [&str; 11] = [
     "pod",
     "deployment",
     "statefulset",
@@ -80,6 +80,7 @@ const GOLDEN: [&str; 10] = [
     "cronjob",
     "podtemplate",
     "list",
+    "deploymentconfig",
 ];
 
 /// The flags a fixture is rendered with: the tenant, plus its `# args:` line.
@@ -147,6 +148,40 @@ golden_tests! {
     cronjob_matches_its_golden_file => "cronjob",
     podtemplate_matches_its_golden_file => "podtemplate",
     list_matches_its_golden_file => "list",
+    openshift_deploymentconfig_matches_its_golden_file => "deploymentconfig",
+}
+
+#[tokio::test]
+async fn an_opted_in_template_in_a_kind_inject_cannot_render_is_named_in_a_warning() {
+    let rollout = json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"template": {
+            "metadata": {"annotations": {"sbmesh.io/inject": "true"}},
+            "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+        }}
+    });
+    let r = inject(&["-f", "-", "-o", "json"], &rollout.to_string()).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.stdout).unwrap(),
+        rollout,
+        "unchanged"
+    );
+    assert!(
+        r.stderr.starts_with(
+            "warning: stdin: document 1: Rollout shop/web: a pod template at spec.template opts in, \
+             but sbmesh inject renders the pod templates of Pod, Deployment"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("DeploymentConfig only"), "{}", r.stderr);
+    // A kind that merely has a template without the opt-in is not worth a word.
+    let quiet = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web"}, "spec": {"template": {"metadata": {}}}});
+    let r = inject(&["-f", "-"], &quiet.to_string()).await;
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
 }
 
 #[tokio::test]
@@ -380,7 +415,8 @@ fn templates(doc: &Value, default_ns: &str, out: &mut Vec<(Value, String)>) {
             | "DaemonSet"
             | "ReplicaSet"
             | "ReplicationController"
-            | "Job",
+            | "Job"
+            | "DeploymentConfig",
         ) => "/spec/template",
         _ => return,
     };
@@ -491,6 +527,11 @@ async fn output_of_every_kind_reads_as_its_kubernetes_type() {
             "ServiceAccount" => serde_json::from_value::<core::ServiceAccount>(v).map(drop),
             "ConfigMap" => serde_json::from_value::<core::ConfigMap>(v).map(drop),
             "Service" => serde_json::from_value::<core::Service>(v).map(drop),
+            // OpenShift's type is not in k8s-openapi: its template is a core PodTemplateSpec.
+            "DeploymentConfig" => {
+                serde_json::from_value::<core::PodTemplateSpec>(v["spec"]["template"].clone())
+                    .map(drop)
+            }
             other => panic!("no type for {other}"),
         };
         r.unwrap_or_else(|e| panic!("{} does not read as its type: {e}", doc["kind"]));

@@ -290,6 +290,43 @@ async fn workloads_sharing_a_service_account_merge_and_several_namespaces_stay_a
 }
 
 #[tokio::test]
+async fn an_openshift_deploymentconfig_is_onboarded_like_a_deployment() {
+    let dc = repo().join("tests/fixtures/inject/deploymentconfig.yaml");
+    let r = onboard(
+        &[
+            "-f",
+            &dc.display().to_string(),
+            "-o",
+            "json",
+            "--tenant-id",
+            TENANT_ID,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report: Report = serde_json::from_str(&r.stdout).unwrap();
+    let identity = &report.identities[0];
+    assert_eq!(identity.workloads, ["billing/DeploymentConfig/invoices"]);
+    assert_eq!(
+        identity.subjects,
+        ["system:serviceaccount:billing:invoices"]
+    );
+    let grants: Vec<(&str, &str)> = identity
+        .grants
+        .iter()
+        .map(|g| (g.entity.as_str(), g.role.as_str()))
+        .collect();
+    assert_eq!(
+        grants,
+        [
+            ("topic/invoice-events", "Azure Service Bus Data Sender"),
+            ("queue/invoices", "Azure Service Bus Data Receiver"),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn warnings_go_to_stderr_and_the_output_is_still_written() {
     let docs = [
         namespace("shop", json!({})),

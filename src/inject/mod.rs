@@ -30,8 +30,9 @@ Reads manifests (multi-document YAML or JSON streams; a directory's *.yaml, *.ym
 files in name order; - for stdin; v1 List objects) and writes every document to stdout, in
 order, with the webhook's mutation applied to each pod template that opts in with
 sbmesh.io/inject: \"true\" (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet,
-ReplicationController, Job, CronJob, PodTemplate). Other documents come out unchanged in
-meaning. Warnings go to stderr.
+ReplicationController, Job, CronJob, PodTemplate, OpenShift DeploymentConfig). Other documents
+come out unchanged in meaning; an opted-in pod template in another kind is named in a warning.
+Warnings go to stderr.
 
 Parameters are read from the pod template's annotations, then its ServiceAccount's and its
 Namespace's, then the flags / config / SBMESH_* environment. ServiceAccounts and Namespaces in
@@ -158,6 +159,14 @@ async fn execute(
                 Err(d) => errors.push(format!("{place}: {name}: {d}")),
             }
         });
+        for (object, path) in workload::unreadable_opt_ins(&item.value) {
+            warnings.push(format!(
+                "{place}: {object}: a pod template at {path} opts in, but sbmesh inject renders \
+                 the pod templates of {} only, so it is written back unchanged; the webhook \
+                 still injects its pods when they are created",
+                workload::KINDS
+            ));
+        }
         for w in warnings {
             let _ = writeln!(stderr, "warning: {w}");
         }

@@ -24,8 +24,79 @@ pub fn template_pointer(api_version: &str, kind: &str) -> Option<&'static str> {
         }
         ("batch", "Job") => Some("/spec/template"),
         ("batch", "CronJob") => Some("/spec/jobTemplate/spec/template"),
+        // OpenShift, as `istioctl kube-inject` renders it.
+        ("apps.openshift.io", "DeploymentConfig") => Some("/spec/template"),
         _ => None,
     }
+}
+
+/// The kinds whose pod templates `inject` and `onboard` read, for messages.
+pub const KINDS: &str = "Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, \
+                         ReplicationController, Job, CronJob, PodTemplate and DeploymentConfig";
+
+/// The objects of a document (List items too) that are of none of the [`KINDS`] but hold an
+/// opted-in pod template (an Argo Rollout, a Knative Service, …), each named with the
+/// template's path: the webhook admits their pods at creation, but they cannot be rendered.
+pub fn unreadable_opt_ins(doc: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    visit_objects(doc, &mut out);
+    out
+}
+
+fn visit_objects(obj: &Value, out: &mut Vec<(String, String)>) {
+    let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
+    let kind = s("/kind");
+    if kind.ends_with("List") {
+        for item in obj
+            .get("items")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            visit_objects(item, out);
+        }
+        return;
+    }
+    // Items of typed lists may omit their kind; those are read as workloads of the list's kind.
+    if kind.is_empty() || template_pointer(s("/apiVersion"), kind).is_some() {
+        return;
+    }
+    if let Some(path) = opted_in_template(obj, &mut Vec::new(), 0) {
+        out.push((describe(obj), path));
+    }
+}
+
+fn opted_in_template(v: &Value, path: &mut Vec<String>, depth: usize) -> Option<String> {
+    const MAX_DEPTH: usize = 16;
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let children: Vec<(String, &Value)> = match v {
+        Value::Object(m) => {
+            if let Some(t) = m.get("template")
+                && t.pointer("/metadata/annotations/sbmesh.io~1inject")
+                    .is_some()
+            {
+                path.push("template".into());
+                return Some(path.join("."));
+            }
+            m.iter().map(|(k, c)| (k.clone(), c)).collect()
+        }
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i.to_string(), c))
+            .collect(),
+        _ => return None,
+    };
+    for (key, child) in children {
+        path.push(key);
+        if let Some(p) = opted_in_template(child, path, depth + 1) {
+            return Some(p);
+        }
+        path.pop();
+    }
+    None
 }
 
 /// An object's kind and name, for messages: `Deployment payments/orders`.
@@ -254,6 +325,10 @@ mod tests {
             Some("/spec/jobTemplate/spec/template")
         );
         assert_eq!(template_pointer("v1", "PodTemplate"), Some("/template"));
+        assert_eq!(
+            template_pointer("apps.openshift.io/v1", "DeploymentConfig"),
+            Some("/spec/template")
+        );
         assert_eq!(template_pointer("v1", "Pod"), Some(""));
         assert_eq!(template_pointer("example.com/v1", "Deployment"), None);
         assert_eq!(template_pointer("v1", "ConfigMap"), None);

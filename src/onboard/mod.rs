@@ -11,8 +11,6 @@ pub mod table;
 
 use std::io::{Read, Write};
 
-use serde_json::Value;
-
 use crate::cluster::Cluster;
 use crate::core::{self, Admission};
 use crate::inject::load::{self, Connection, InputArgs, is_dns_label};
@@ -35,7 +33,7 @@ pub const DEFAULT_EGRESS_NAMESPACE: &str = "istio-system";
 const AFTER_HELP: &str = "\
 Reads manifests as sbmesh inject does (files, directories, - for stdin, v1 Lists; the pod
 templates of Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job,
-CronJob and PodTemplate; ServiceAccounts and Namespaces in the input are read as the cluster's
+CronJob, PodTemplate and DeploymentConfig; ServiceAccounts and Namespaces in the input are read as the cluster's
 would be) and admits every template that opts in with the webhook's own rules. From the result
 it renders, per Entra identity (client id, tenant id), the federated credential subjects and the
 narrowest Service Bus role assignments: Azure Service Bus Data Sender on each queue and topic a
@@ -181,13 +179,12 @@ async fn execute(
                 )),
             }
         });
-        for (object, path) in unreadable_opt_ins(&item.value) {
+        for (object, path) in workload::unreadable_opt_ins(&item.value) {
             errors.push(format!(
                 "{place}: {object}: a pod template at {path} opts in, but sbmesh onboard reads the \
-                 pod templates of Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, \
-                 ReplicationController, Job, CronJob and PodTemplate only, so its grants would \
-                 be missing; onboard a Deployment (or Pod) with the same template, ServiceAccount \
-                 and annotations instead"
+                 pod templates of {} only, so its grants would be missing; onboard a Deployment \
+                 (or Pod) with the same template, ServiceAccount and annotations instead",
+                workload::KINDS
             ));
         }
     }
@@ -297,71 +294,6 @@ pub fn render(
         }
         Output::Mermaid => mermaid::render(onboarding),
     })
-}
-
-/// The objects of a document (List items too) that are not of the nine kinds but hold an
-/// opted-in pod template (an Argo Rollout, a Knative Service, …), each with the template's
-/// path: the webhook would admit their pods, and onboard cannot read them.
-fn unreadable_opt_ins(doc: &Value) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    visit_objects(doc, &mut out);
-    out
-}
-
-fn visit_objects(obj: &Value, out: &mut Vec<(String, String)>) {
-    let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
-    let kind = s("/kind");
-    if kind.ends_with("List") {
-        for item in obj
-            .get("items")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            visit_objects(item, out);
-        }
-        return;
-    }
-    // Items of typed lists may omit their kind; those are read as workloads of the list's kind.
-    if kind.is_empty() || workload::template_pointer(s("/apiVersion"), kind).is_some() {
-        return;
-    }
-    if let Some(path) = opted_in_template(obj, &mut Vec::new(), 0) {
-        out.push((workload::describe(obj), path));
-    }
-}
-
-fn opted_in_template(v: &Value, path: &mut Vec<String>, depth: usize) -> Option<String> {
-    const MAX_DEPTH: usize = 16;
-    if depth > MAX_DEPTH {
-        return None;
-    }
-    let children: Vec<(String, &Value)> = match v {
-        Value::Object(m) => {
-            if let Some(t) = m.get("template")
-                && t.pointer("/metadata/annotations/sbmesh.io~1inject")
-                    .is_some()
-            {
-                path.push("template".into());
-                return Some(path.join("."));
-            }
-            m.iter().map(|(k, c)| (k.clone(), c)).collect()
-        }
-        Value::Array(a) => a
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i.to_string(), c))
-            .collect(),
-        _ => return None,
-    };
-    for (key, child) in children {
-        path.push(key);
-        if let Some(p) = opted_in_template(child, path, depth + 1) {
-            return Some(p);
-        }
-        path.pop();
-    }
-    None
 }
 
 fn is_dns_subdomain(s: &str) -> bool {
