@@ -844,10 +844,15 @@ pub fn plan(
         .filter_map(|(set, k)| set.then_some(k))
         .collect();
         if !named.is_empty() {
+            let (s, are, them) = if named.len() > 1 {
+                ("s", "are", "them")
+            } else {
+                ("", "is", "the annotation")
+            };
             warnings.push(warning(format_args!(
-                "pod annotation {} is ignored: sbmesh does not add Azure Workload Identity's \
-                 token proxy sidecar; SDKs that read AZURE_FEDERATED_TOKEN_FILE (every current \
-                 Azure Identity library) do not need it: remove the annotation, or update an \
+                "pod annotation{s} {} {are} ignored: sbmesh does not add Azure Workload \
+                 Identity's token proxy sidecar; SDKs that read AZURE_FEDERATED_TOKEN_FILE (every \
+                 current Azure Identity library) do not need it: remove {them}, or update an \
                  application that gets its token only from the proxy",
                 named.join(" and ")
             )));

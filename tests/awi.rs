@@ -24,6 +24,14 @@ const OTHER_CLIENT_ID: &str = "11111111-1111-1111-1111-111111111111";
 
 static NONE: BTreeMap<String, String> = BTreeMap::new();
 
+/// Pod annotations, ServiceAccount and Namespace annotations, and the expected outcome.
+type Case<'a> = (
+    Value,
+    &'a BTreeMap<String, String>,
+    &'a BTreeMap<String, String>,
+    u64,
+);
+
 // ---------------------------------------------------------------- helpers
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -248,12 +256,7 @@ fn token_expiration_resolves_pod_sbmesh_pod_awi_sa_sbmesh_sa_awi_namespace_confi
         (AWI_EXPIRATION, "3900"),
         ("sbmesh.io/token-expiration", "4000"),
     ]);
-    let cases: [(
-        Value,
-        &BTreeMap<String, String>,
-        &BTreeMap<String, String>,
-        u64,
-    ); 6] = [
+    let cases: [Case; 6] = [
         (json!({}), &NONE, &NONE, 3700),
         (json!({}), &NONE, &ns, 3800),
         (json!({}), &sa_awi, &ns, 3900),
@@ -386,7 +389,9 @@ fn awi_proxy_sidecar_port_warns_that_sbmesh_adds_no_token_proxy() {
     let (_, m) = run(&pod(json!({ AWI_PROXY_PORT: "8000", AWI_PROXY: "true" }))).unwrap();
     warning(
         &m,
-        &[&format!("{AWI_PROXY} and {AWI_PROXY_PORT} is ignored")],
+        &[&format!(
+            "pod annotations {AWI_PROXY} and {AWI_PROXY_PORT} are ignored"
+        )],
     );
 }
 
