@@ -764,7 +764,7 @@ pub fn plan(
             };
             warnings.push(warning(format_args!(
                 "pod annotation {} is ignored: pod annotation {wins} is set too, and sbmesh's key \
-                 wins; remove {}, or give sbmesh's key the containers to leave out",
+                 wins; remove {}, and say in {wins} which containers get the env",
                 keys::AWI_SKIP_CONTAINERS,
                 keys::AWI_SKIP_CONTAINERS,
             )));

@@ -587,8 +587,8 @@ fn no_container_in_scope_warns_when_every_container_is_skipped() {
         w,
         "sbmesh: no container is in scope: sbmesh.io/skip-containers leaves out every container \
          of this pod, so the pod gets the azure.workload.identity/use label and the token volume \
-         but no container gets the Azure and Service Bus env; name the containers that use \
-         Service Bus in sbmesh.io/containers, or leave fewer out"
+         but no container gets the Azure and Service Bus env; leave the containers that use \
+         Service Bus out of sbmesh.io/skip-containers"
     );
 }
 

@@ -190,26 +190,37 @@ fn select<'p, 'a>(
         }
     });
     if all.is_empty() {
-        let why = match scope {
-            Scope::Only(_) => format!(
-                "{} names none of this pod's containers or init containers",
-                keys::CONTAINERS
+        let name_them = format!(
+            "name the containers that use Service Bus in {}",
+            keys::CONTAINERS
+        );
+        let (why, fix) = match scope {
+            Scope::Only(_) => (
+                format!(
+                    "{} names none of this pod's containers or init containers",
+                    keys::CONTAINERS
+                ),
+                name_them,
             ),
-            Scope::Skip { .. } => format!("{key} leaves out every container of this pod"),
-            Scope::All => format!(
-                "every container of this pod is one of Istio's ({}), which sbmesh leaves out \
-                 unless they are named in {}",
-                ISTIO_CONTAINERS.join(", "),
-                keys::CONTAINERS
+            Scope::Skip { .. } => (
+                format!("{key} leaves out every container of this pod"),
+                format!("leave the containers that use Service Bus out of {key}"),
+            ),
+            Scope::All => (
+                format!(
+                    "every container of this pod is one of Istio's ({}), which sbmesh leaves out \
+                     unless they are named in {}",
+                    ISTIO_CONTAINERS.join(", "),
+                    keys::CONTAINERS
+                ),
+                name_them,
             ),
         };
         warnings.push(warning(format_args!(
             "no container is in scope: {why}, so the pod gets the {} label{} but no container \
-             gets the Azure and Service Bus env; name the containers that use Service Bus in {}, \
-             or leave fewer out",
+             gets the Azure and Service Bus env; {fix}",
             keys::AWI_USE,
             if inject { " and the token volume" } else { "" },
-            keys::CONTAINERS
         )));
     }
     Ok(all)
