@@ -51,11 +51,17 @@ pub mod keys {
     /// Pod labels that name the service, for `OTEL_SERVICE_NAME`, in precedence order.
     pub const SERVICE_NAME_LABELS: [&str; 2] = ["app.kubernetes.io/name", "app"];
 
-    /// Azure Workload Identity's keys, read from the ServiceAccount.
+    /// Azure Workload Identity's keys, read from the ServiceAccount (the token expiration also
+    /// from the pod, after sbmesh's own key).
     pub const AWI_CLIENT_ID: &str = "azure.workload.identity/client-id";
     pub const AWI_TENANT_ID: &str = "azure.workload.identity/tenant-id";
     pub const AWI_TOKEN_EXPIRATION: &str =
         "azure.workload.identity/service-account-token-expiration";
+    /// Azure Workload Identity's pod annotations: skip-containers is read after sbmesh's own
+    /// key; the token proxy ones are not supported (a warning).
+    pub const AWI_SKIP_CONTAINERS: &str = "azure.workload.identity/skip-containers";
+    pub const AWI_INJECT_PROXY_SIDECAR: &str = "azure.workload.identity/inject-proxy-sidecar";
+    pub const AWI_PROXY_SIDECAR_PORT: &str = "azure.workload.identity/proxy-sidecar-port";
     /// The workload-identity pod label.
     pub const AWI_USE: &str = "azure.workload.identity/use";
 
@@ -246,7 +252,12 @@ impl Subject {
 pub enum Scope {
     All,
     Only(Vec<String>),
-    Skip(Vec<String>),
+    /// The containers to leave out, and the key that named them (`sbmesh.io/skip-containers`,
+    /// or Azure Workload Identity's when sbmesh's scope keys are not set).
+    Skip {
+        names: Vec<String>,
+        key: &'static str,
+    },
 }
 
 /// Everything the mutation needs, resolved and typed.
@@ -312,6 +323,8 @@ struct Param {
     key: &'static str,
     /// The parameter may also stand on the ServiceAccount and the Namespace.
     inherited: bool,
+    /// Other pod annotation keys, read after `key` (Azure Workload Identity's).
+    pod_extra: &'static [&'static str],
     /// Other ServiceAccount annotation keys (Azure Workload Identity's).
     sa_extra: &'static [&'static str],
     /// The webhook config setting, when it has one.
@@ -321,96 +334,112 @@ struct Param {
 const P_NAMESPACE: Param = Param {
     key: keys::SERVICEBUS_NAMESPACE,
     inherited: true,
+    pod_extra: &[],
     sa_extra: &[],
     config: Some(keys::settings::SERVICEBUS_NAMESPACE),
 };
 const P_CLIENT_ID: Param = Param {
     key: keys::CLIENT_ID,
     inherited: true,
+    pod_extra: &[],
     sa_extra: &[keys::AWI_CLIENT_ID],
     config: Some(keys::settings::CLIENT_ID),
 };
 const P_TENANT_ID: Param = Param {
     key: keys::TENANT_ID,
     inherited: true,
+    pod_extra: &[],
     sa_extra: &[keys::AWI_TENANT_ID],
     config: Some(keys::settings::TENANT_ID),
 };
 const P_TOKEN_EXPIRATION: Param = Param {
     key: keys::TOKEN_EXPIRATION,
     inherited: true,
+    pod_extra: &[keys::AWI_TOKEN_EXPIRATION],
     sa_extra: &[keys::AWI_TOKEN_EXPIRATION],
     config: Some(keys::settings::TOKEN_EXPIRATION),
 };
 const P_CLOUD: Param = Param {
     key: keys::CLOUD,
     inherited: true,
+    pod_extra: &[],
     sa_extra: &[],
     config: Some(keys::settings::CLOUD),
 };
 const P_EGRESS: Param = Param {
     key: keys::EGRESS,
     inherited: true,
+    pod_extra: &[],
     sa_extra: &[],
     config: Some(keys::settings::EGRESS),
 };
 const P_QUEUES: Param = Param {
     key: keys::QUEUES,
     inherited: true,
+    pod_extra: &[],
     sa_extra: &[],
     config: None,
 };
 const P_TOPICS: Param = Param {
     key: keys::TOPICS,
     inherited: true,
+    pod_extra: &[],
     sa_extra: &[],
     config: None,
 };
 const P_SUBSCRIPTION: Param = Param {
     key: keys::SUBSCRIPTION,
     inherited: true,
+    pod_extra: &[],
     sa_extra: &[],
     config: None,
 };
 const P_ENV_ALIASES: Param = Param {
     key: keys::ENV_ALIASES,
     inherited: true,
+    pod_extra: &[],
     sa_extra: &[],
     config: None,
 };
 const P_SENDS: Param = Param {
     key: keys::SENDS,
     inherited: true,
+    pod_extra: &[],
     sa_extra: &[],
     config: None,
 };
 const P_RECEIVES: Param = Param {
     key: keys::RECEIVES,
     inherited: true,
+    pod_extra: &[],
     sa_extra: &[],
     config: None,
 };
 const P_TELEMETRY: Param = Param {
     key: keys::TELEMETRY,
     inherited: true,
+    pod_extra: &[],
     sa_extra: &[],
     config: Some(keys::settings::TELEMETRY),
 };
 const P_OTLP_ENDPOINT: Param = Param {
     key: keys::OTLP_ENDPOINT,
     inherited: true,
+    pod_extra: &[],
     sa_extra: &[],
     config: Some(keys::settings::OTLP_ENDPOINT),
 };
 const P_CONTAINERS: Param = Param {
     key: keys::CONTAINERS,
     inherited: false,
+    pod_extra: &[],
     sa_extra: &[],
     config: None,
 };
 const P_SKIP_CONTAINERS: Param = Param {
     key: keys::SKIP_CONTAINERS,
     inherited: false,
+    pod_extra: &[],
     sa_extra: &[],
     config: None,
 };
@@ -420,35 +449,82 @@ struct Resolver<'a> {
     pod: Option<&'a StrMap<'a>>,
     ctx: &'a Context<'a>,
     subject: &'a Subject,
+    /// Warnings for keys that lost to sbmesh's own key for the same thing.
+    shadowed: std::cell::RefCell<Vec<String>>,
+}
+
+/// Two values of one parameter that say different things (GUIDs and numbers: ignoring case
+/// and surrounding blanks).
+fn differ(a: &str, b: &str) -> bool {
+    !a.trim().eq_ignore_ascii_case(b.trim())
 }
 
 impl<'a> Resolver<'a> {
-    /// First hit among the annotations (pod → ServiceAccount → Namespace).
+    /// First hit among the annotations (pod → ServiceAccount → Namespace). Within one place,
+    /// sbmesh's key comes first; a later key there that says otherwise is named in a warning.
     fn find(&self, p: &Param) -> Result<Option<(Str<'a>, Origin)>, Denial> {
-        if let Some(raw) = self.pod.and_then(|a| a.raw(p.key)) {
-            return match raw_str(raw) {
-                Some(s) => Ok(Some((s, Origin::Pod { key: p.key }))),
-                None => Err(Denial::NotAString {
-                    key: p.key,
-                    json: truncate(raw.get()),
-                }),
+        let mut found: Option<(Str<'a>, &'static str)> = None;
+        for k in std::iter::once(&p.key).chain(p.pod_extra) {
+            let Some(raw) = self.pod.and_then(|a| a.raw(k)) else {
+                continue;
             };
+            match (&found, raw_str(raw)) {
+                (None, Some(s)) => found = Some((s, k)),
+                (None, None) => {
+                    return Err(Denial::NotAString {
+                        key: k,
+                        json: truncate(raw.get()),
+                    });
+                }
+                (Some((winner, wk)), theirs) => {
+                    let theirs = theirs.map_or_else(|| raw.get().to_string(), Str::into_owned);
+                    if differ(winner, &theirs) {
+                        self.shadow(warning(format_args!(
+                            "pod annotation {k} = \"{}\" is ignored: pod annotation {wk} = \"{}\" \
+                             is set too, and sbmesh's key wins; remove {k}, or give it the same \
+                             value",
+                            truncate(&theirs),
+                            truncate(winner)
+                        )));
+                    }
+                }
+            }
+        }
+        if let Some((s, key)) = found {
+            return Ok(Some((s, Origin::Pod { key })));
         }
         if !p.inherited {
             return Ok(None);
         }
         if let Some(sa) = self.ctx.service_account_annotations {
+            let mut found: Option<(&'a str, &'static str)> = None;
             for k in std::iter::once(&p.key).chain(p.sa_extra) {
-                if let Some(v) = sa.get(*k) {
-                    return Ok(Some((
-                        Str::Borrowed(v.as_str()),
-                        Origin::ServiceAccount {
-                            key: k,
-                            namespace: self.subject.namespace.clone(),
-                            name: self.subject.service_account.clone(),
-                        },
-                    )));
+                let Some(v) = sa.get(*k) else { continue };
+                match found {
+                    None => found = Some((v.as_str(), k)),
+                    Some((winner, wk)) if differ(winner, v) => {
+                        self.shadow(warning(format_args!(
+                            "annotation {k} = \"{}\" of ServiceAccount {}/{} is ignored: its {wk} = \
+                             \"{}\" is set too, and sbmesh's key wins; remove {k}, or give it the \
+                             same value",
+                            truncate(v),
+                            self.subject.namespace,
+                            self.subject.service_account,
+                            truncate(winner)
+                        )));
+                    }
+                    Some(_) => {}
                 }
+            }
+            if let Some((v, key)) = found {
+                return Ok(Some((
+                    Str::Borrowed(v),
+                    Origin::ServiceAccount {
+                        key,
+                        namespace: self.subject.namespace.clone(),
+                        name: self.subject.service_account.clone(),
+                    },
+                )));
             }
         }
         if let Some(ns) = self.ctx.namespace_annotations
@@ -465,11 +541,19 @@ impl<'a> Resolver<'a> {
         Ok(None)
     }
 
+    fn shadow(&self, w: String) {
+        let mut all = self.shadowed.borrow_mut();
+        if !all.contains(&w) {
+            all.push(w);
+        }
+    }
+
     /// Where the parameter may be set, and which of those places were consulted.
     fn places(&self, p: &Param) -> Box<Places> {
         Box::new(Places {
             key: p.key,
             inherited: p.inherited,
+            pod_extra: p.pod_extra,
             sa_extra: p.sa_extra,
             config: p.config,
             namespace: self.subject.namespace.clone(),
@@ -551,6 +635,7 @@ pub fn plan(
         pod: annotations,
         ctx,
         subject: &subject,
+        shadowed: Default::default(),
     };
     let mut warnings = Vec::new();
 
@@ -644,12 +729,47 @@ pub fn plan(
 
     let only = r.find(&P_CONTAINERS)?.map(|(raw, _)| names(&raw));
     let skip = r.find(&P_SKIP_CONTAINERS)?.map(|(raw, _)| names(&raw));
+    // Azure Workload Identity's list (`;`-separated, `,` accepted) counts only when neither of
+    // sbmesh's scope keys is set.
+    let awi_skip = match annotations.and_then(|a| a.raw(keys::AWI_SKIP_CONTAINERS)) {
+        None => None,
+        Some(raw) => Some(raw_str(raw).ok_or_else(|| Denial::NotAString {
+            key: keys::AWI_SKIP_CONTAINERS,
+            json: truncate(raw.get()),
+        })?),
+    };
+    let mut awi_skip = awi_skip.map(|raw| names(&raw.replace(';', ",")));
     let scope = match (only, skip) {
         (Some(_), Some(_)) => return Err(Denial::Conflict(Conflict::ContainerScope)),
         (Some(only), None) => Scope::Only(only),
-        (None, Some(skip)) => Scope::Skip(skip),
-        (None, None) => Scope::All,
+        (None, Some(skip)) => Scope::Skip {
+            names: skip,
+            key: keys::SKIP_CONTAINERS,
+        },
+        (None, None) => match awi_skip.take() {
+            Some(names) => Scope::Skip {
+                names,
+                key: keys::AWI_SKIP_CONTAINERS,
+            },
+            None => Scope::All,
+        },
     };
+    if let Some(theirs) = awi_skip {
+        let same = matches!(&scope, Scope::Skip { names, .. }
+            if names.len() == theirs.len() && theirs.iter().all(|n| names.contains(n)));
+        if !same {
+            let wins = match scope {
+                Scope::Only(_) => keys::CONTAINERS,
+                _ => keys::SKIP_CONTAINERS,
+            };
+            warnings.push(warning(format_args!(
+                "pod annotation {} is ignored: pod annotation {wins} is set too, and sbmesh's key \
+                 wins; remove {}, and say in {wins} which containers get the env",
+                keys::AWI_SKIP_CONTAINERS,
+                keys::AWI_SKIP_CONTAINERS,
+            )));
+        }
+    }
 
     let fqdn = servicebus_namespace.fqdn(cloud);
     boundary::check(
@@ -705,13 +825,41 @@ pub fn plan(
         }
     }
 
-    if egress != Egress::None && !headed_for_mesh(pod, ctx) {
-        warnings.push(warning(
-            "this pod gets no Istio sidecar (pod label sidecar.istio.io/inject is not \
-             \"true\" and its Namespace has neither istio-injection=enabled nor istio.io/rev), so \
-             the Istio egress annotations have no effect",
-        ));
+    if egress != Egress::None {
+        mesh_warnings(pod, ctx, &mut warnings);
     }
+
+    // Azure Workload Identity's token proxy: its webhook adds it, so in `delegate` mode it
+    // still does; sbmesh itself never does.
+    if mode == IdentityMode::Inject {
+        let proxy_asked = pod
+            .annotation(keys::AWI_INJECT_PROXY_SIDECAR)
+            .is_some_and(|v| !v.trim().eq_ignore_ascii_case("false"));
+        let port = pod.annotation(keys::AWI_PROXY_SIDECAR_PORT).is_some();
+        let named: Vec<&str> = [
+            (proxy_asked, keys::AWI_INJECT_PROXY_SIDECAR),
+            (port, keys::AWI_PROXY_SIDECAR_PORT),
+        ]
+        .into_iter()
+        .filter_map(|(set, k)| set.then_some(k))
+        .collect();
+        if !named.is_empty() {
+            let (s, are, them) = if named.len() > 1 {
+                ("s", "are", "them")
+            } else {
+                ("", "is", "the annotation")
+            };
+            warnings.push(warning(format_args!(
+                "pod annotation{s} {} {are} ignored: sbmesh does not add Azure Workload \
+                 Identity's token proxy sidecar; SDKs that read AZURE_FEDERATED_TOKEN_FILE (every \
+                 current Azure Identity library) do not need it: remove {them}, or update an \
+                 application that gets its token only from the proxy",
+                named.join(" and ")
+            )));
+        }
+    }
+
+    warnings.extend(r.shadowed.take());
 
     Ok(Decision::Inject(Box::new(InjectionPlan {
         mode,
@@ -755,20 +903,83 @@ fn names(raw: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether Istio will inject a sidecar. Without Namespace knowledge only the pod label can say
-/// no for certain; then the benefit of the doubt goes to the mesh.
-fn headed_for_mesh(pod: &Pod, ctx: &Context) -> bool {
-    match pod.label(keys::ISTIO_SIDECAR_INJECT).as_deref() {
-        Some("true") => true,
-        Some("false") => false,
-        _ => match ctx.namespace_labels {
-            None => true,
-            Some(ns) => {
-                ns.get(keys::NS_ISTIO_INJECTION).map(String::as_str) == Some("enabled")
-                    || ns.contains_key(keys::NS_ISTIO_REV)
-            }
-        },
+/// The ways the Istio part of the patch can fail to take effect, each with what to change.
+/// The Namespace-level one is said only when nothing on the pod already explains it.
+fn mesh_warnings(pod: &Pod, ctx: &Context, warnings: &mut Vec<String>) {
+    const OR_NONE: &str =
+        "or set sbmesh.io/egress: none if this pod is not meant to be in the mesh";
+    let before = warnings.len();
+    if pod.spec().and_then(|s| s.host_network) == Some(true) {
+        warnings.push(warning(format_args!(
+            "spec.hostNetwork is true, and Istio injects no sidecar into a pod on the host \
+             network, so the Istio annotations sbmesh adds have no effect and Service Bus \
+             traffic bypasses the mesh; remove hostNetwork, {OR_NONE}"
+        )));
     }
+    let label = pod.label(keys::ISTIO_SIDECAR_INJECT);
+    let off = match &label {
+        Some(v) => v.trim().eq_ignore_ascii_case("false").then_some("label"),
+        // Istio reads the annotation only when the label is absent.
+        None => pod
+            .annotation(keys::ISTIO_SIDECAR_INJECT)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
+            .then_some("annotation"),
+    };
+    if let Some(place) = off {
+        warnings.push(warning(format_args!(
+            "pod {place} {} is \"false\", so Istio injects no sidecar and the Istio \
+             annotations sbmesh adds have no effect; remove that {place} (or set it to \"true\") \
+             to put the pod in the mesh, {OR_NONE}",
+            keys::ISTIO_SIDECAR_INJECT
+        )));
+    }
+    // After sbmesh's own first pass (its status annotation is there), a sidecar is Istio's
+    // injection following sbmesh's, as it should.
+    let ours_before = pod.annotation(keys::STATUS).is_some();
+    if !ours_before && let Some(list) = istio_proxy_in(pod) {
+        warnings.push(warning(format_args!(
+            "the pod already has an istio-proxy {list} (injected before sbmesh saw the pod, e.g. \
+             by istioctl kube-inject), so the Istio annotations sbmesh adds come too late for \
+             that sidecar (holdApplicationUntilProxyStarts: the application may start before \
+             its proxy); let Istio's webhook inject the sidecar at admission instead of \
+             injecting it beforehand, {OR_NONE}"
+        )));
+    }
+    if warnings.len() == before && label.as_deref() != Some("true") && !namespace_injects(ctx) {
+        warnings.push(warning(
+            "this pod gets no Istio sidecar (pod label sidecar.istio.io/inject is not \
+             \"true\" and its Namespace has neither istio-injection=enabled nor istio.io/rev), so \
+             the Istio egress annotations have no effect",
+        ));
+    }
+}
+
+/// Whether the Namespace asks Istio for sidecars. Without Namespace knowledge the benefit of
+/// the doubt goes to the mesh.
+fn namespace_injects(ctx: &Context) -> bool {
+    match ctx.namespace_labels {
+        None => true,
+        Some(ns) => {
+            ns.get(keys::NS_ISTIO_INJECTION).map(String::as_str) == Some("enabled")
+                || ns.contains_key(keys::NS_ISTIO_REV)
+        }
+    }
+}
+
+/// "container" or "init container" when the pod already has an `istio-proxy`.
+fn istio_proxy_in(pod: &Pod) -> Option<&'static str> {
+    let spec = pod.spec()?;
+    [
+        ("container", &spec.containers),
+        ("init container", &spec.init_containers),
+    ]
+    .into_iter()
+    .find_map(|(what, list)| {
+        list.get()?
+            .iter()
+            .any(|c| c.name.get().is_some_and(|n| n == "istio-proxy"))
+            .then_some(what)
+    })
 }
 
 /// Keeps user values in messages short (annotations can be 256 KiB).

@@ -101,6 +101,8 @@ pub struct Places {
     pub key: &'static str,
     /// Also on the ServiceAccount and the Namespace.
     pub inherited: bool,
+    /// Other pod keys for the same parameter, read after `key` (Azure Workload Identity's).
+    pub pod_extra: &'static [&'static str],
     /// Other ServiceAccount keys for the same parameter (Azure Workload Identity's).
     pub sa_extra: &'static [&'static str],
     /// The webhook config setting.
@@ -114,7 +116,11 @@ pub struct Places {
 impl fmt::Display for Places {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const NOT_CONSULTED: &str = " (not consulted: cluster lookups are off)";
-        write!(f, "set {} on the pod", self.key)?;
+        write!(f, "set {}", self.key)?;
+        for k in self.pod_extra {
+            write!(f, " or {k}")?;
+        }
+        f.write_str(" on the pod")?;
         if self.inherited {
             f.write_str(", ")?;
             for (i, k) in std::iter::once(&self.key).chain(self.sa_extra).enumerate() {

@@ -17,7 +17,8 @@ use sbmesh::denial::Reason;
 use support::*;
 
 /// Annotation values sbmesh may replace (all others must survive byte for byte).
-const REPLACEABLE: [&str; 3] = [
+const REPLACEABLE: [&str; 4] = [
+    "/metadata/labels/azure.workload.identity~1use",
     "/metadata/annotations/proxy.istio.io~1config",
     "/metadata/annotations/traffic.sidecar.istio.io~1excludeOutboundPorts",
     "/metadata/annotations/sbmesh.io~1status",
@@ -162,6 +163,64 @@ fn annotations() -> impl Strategy<Value = Map<String, Value>> {
         })
 }
 
+/// Azure Workload Identity's pod keys (DESIGN §10) and its label in any case of true.
+#[derive(Debug, Clone)]
+struct Awi {
+    /// Containers (`c<i>`) and init containers (`init<i>`) to skip, and the separator.
+    skip: Option<(Vec<String>, &'static str)>,
+    /// `azure.workload.identity/service-account-token-expiration` and sbmesh's key.
+    expiration: Option<u32>,
+    sbmesh_expiration: Option<u32>,
+    use_label: Option<&'static str>,
+}
+
+impl Awi {
+    fn apply(&self, ann: &mut Map<String, Value>, our_volume: bool) {
+        if let Some((names, sep)) = &self.skip {
+            ann.insert(
+                "azure.workload.identity/skip-containers".into(),
+                json!(names.join(sep)),
+            );
+        }
+        // A volume of ours already in the pod holds 3600 seconds: another value is a denial.
+        let fit = |e: u32| if our_volume { 3600 } else { e };
+        if let Some(e) = self.expiration {
+            ann.insert(
+                "azure.workload.identity/service-account-token-expiration".into(),
+                json!(fit(e).to_string()),
+            );
+        }
+        if let Some(e) = self.sbmesh_expiration {
+            ann.insert(
+                "sbmesh.io/token-expiration".into(),
+                json!(fit(e).to_string()),
+            );
+        }
+    }
+}
+
+fn awi() -> impl Strategy<Value = Awi> {
+    let name = prop_oneof![
+        (0usize..21).prop_map(|i| format!("c{i}")),
+        (0usize..20).prop_map(|i| format!("init{i}")),
+    ];
+    (
+        prop::option::of((
+            prop::collection::vec(name, 0..4),
+            prop_oneof![Just(";"), Just(","), Just(" ; ")],
+        )),
+        prop::option::of(3600u32..=86400),
+        prop::option::of(3600u32..=86400),
+        prop::option::of(prop_oneof![Just("true"), Just("True"), Just("TRUE")]),
+    )
+        .prop_map(|(skip, expiration, sbmesh_expiration, use_label)| Awi {
+            skip,
+            expiration,
+            sbmesh_expiration,
+            use_label,
+        })
+}
+
 fn pod_strategy() -> impl Strategy<Value = Value> {
     (
         annotations(),
@@ -171,8 +230,10 @@ fn pod_strategy() -> impl Strategy<Value = Value> {
         prop::option::of(prop::collection::vec("[a-z]{1,8}", 0..4)),
         prop::option::of(unknown_value()),
         any::<bool>(),
+        awi(),
     )
-        .prop_map(|(ann, labels, cs, inits, vols, extra, our_volume)| {
+        .prop_map(|(mut ann, labels, cs, inits, vols, extra, our_volume, awi)| {
+            awi.apply(&mut ann, our_volume);
             let mut p = json!({
                 "apiVersion": "v1",
                 "kind": "Pod",
@@ -181,6 +242,12 @@ fn pod_strategy() -> impl Strategy<Value = Value> {
             });
             if let Some(l) = labels {
                 p["metadata"]["labels"] = json!(l);
+            }
+            if let Some(v) = awi.use_label {
+                if !p["metadata"]["labels"].is_object() {
+                    p["metadata"]["labels"] = json!({});
+                }
+                p["metadata"]["labels"]["azure.workload.identity/use"] = json!(v);
             }
             if let Some(i) = inits {
                 p["spec"]["initContainers"] = Value::Array(i);
@@ -235,7 +302,38 @@ fn check(pod: &Value, mode: IdentityMode) {
         mesh_exclude_outbound_ports: vec![15020],
         ..defaults()
     };
-    check_with(pod, &Context::offline(mode), &d);
+    let out = check_with(pod, &Context::offline(mode), &d);
+    check_awi_skip(pod, &out);
+}
+
+/// Containers named in Azure Workload Identity's skip-containers (`;` or `,` separated) keep
+/// their env and mounts as they were; the use label ends up exactly "true".
+fn check_awi_skip(pod: &Value, out: &Value) {
+    assert_eq!(
+        out["metadata"]["labels"]["azure.workload.identity/use"], "true",
+        "{pod:#}"
+    );
+    let Some(list) = annotation(pod, "azure.workload.identity/skip-containers") else {
+        return;
+    };
+    let skipped: Vec<&str> = list.split([';', ',']).map(str::trim).collect();
+    for field in ["initContainers", "containers"] {
+        for (i, c) in pod["spec"][field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if skipped.contains(&c["name"].as_str().unwrap()) {
+                let after = &out["spec"][field][i];
+                assert_eq!(after["env"], c["env"], "{field}/{i} env\n{pod:#}");
+                assert_eq!(
+                    after["volumeMounts"], c["volumeMounts"],
+                    "{field}/{i} mounts"
+                );
+            }
+        }
+    }
 }
 
 /// Admits `pod`, checks that the patch applies, keeps every field, puts parents before
@@ -854,7 +952,10 @@ impl Scenario {
             };
             for (i, c) in containers.iter().enumerate() {
                 let name = c["name"].as_str().unwrap();
-                let in_scope = !["istio-proxy", "istio-validation", "istio-init"].contains(&name);
+                let skipped = annotation(&self.pod, "azure.workload.identity/skip-containers")
+                    .is_some_and(|l| l.split([';', ',']).any(|n| n.trim() == name));
+                let in_scope =
+                    !skipped && !["istio-proxy", "istio-validation", "istio-init"].contains(&name);
                 let service = label("app.kubernetes.io/name")
                     .or(label("app"))
                     .unwrap_or(name);

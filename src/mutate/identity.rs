@@ -32,10 +32,16 @@ pub fn env(plan: &InjectionPlan, out: &mut Vec<(&'static str, String)>) {
     ));
 }
 
-/// Sets `azure.workload.identity/use: "true"`; another value contradicts the opt-in.
+/// Sets `azure.workload.identity/use: "true"`; another case of true (`True`) is replaced by
+/// `true`, which Azure Workload Identity's objectSelector matches; any other value contradicts
+/// the opt-in.
 pub fn label(labels: &mut MapEdits) -> Result<(), Denial> {
     match labels.get(keys::AWI_USE).as_deref() {
         Some("true") => Ok(()),
+        Some(v) if v.eq_ignore_ascii_case("true") => {
+            labels.set(keys::AWI_USE, "true".to_string());
+            Ok(())
+        }
         Some(other) => Err(Denial::Conflict(Conflict::IdentityLabel {
             value: crate::contract::truncate(other),
         })),

@@ -73,9 +73,9 @@ pub fn mutate(pod: &Pod, plan: &InjectionPlan) -> Result<Mutation, Denial> {
     let mut annotations = patch::MapEdits::annotations(pod);
     istio::annotate(plan, &mut annotations, &mut warnings)?;
 
-    let targets = select(pod, &plan.scope, &mut warnings)?;
-    let env = desired_env(plan);
     let inject = plan.mode == IdentityMode::Inject;
+    let targets = select(pod, &plan.scope, inject, &mut warnings)?;
+    let env = desired_env(plan);
 
     let mut spec_ops = Vec::new();
     if inject {
@@ -146,6 +146,7 @@ fn list_of<T>(
 fn select<'p, 'a>(
     pod: &'p Pod<'a>,
     scope: &Scope,
+    inject: bool,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Target<'p, 'a>>, Denial> {
     let mut all = Vec::new();
@@ -171,7 +172,7 @@ fn select<'p, 'a>(
     let (key, named) = match scope {
         Scope::All => ("", &[][..]),
         Scope::Only(n) => (keys::CONTAINERS, n.as_slice()),
-        Scope::Skip(n) => (keys::SKIP_CONTAINERS, n.as_slice()),
+        Scope::Skip { names, key } => (*key, names.as_slice()),
     };
     for n in named {
         if !all.iter().any(|t| t.name == n) {
@@ -185,9 +186,43 @@ fn select<'p, 'a>(
         let listed = named.iter().any(|n| n == t.name);
         match scope {
             Scope::Only(_) => listed,
-            Scope::All | Scope::Skip(_) => !listed && !ISTIO_CONTAINERS.contains(&t.name),
+            Scope::All | Scope::Skip { .. } => !listed && !ISTIO_CONTAINERS.contains(&t.name),
         }
     });
+    if all.is_empty() {
+        let name_them = format!(
+            "name the containers that use Service Bus in {}",
+            keys::CONTAINERS
+        );
+        let (why, fix) = match scope {
+            Scope::Only(_) => (
+                format!(
+                    "{} names none of this pod's containers or init containers",
+                    keys::CONTAINERS
+                ),
+                name_them,
+            ),
+            Scope::Skip { .. } => (
+                format!("{key} leaves out every container of this pod"),
+                format!("leave the containers that use Service Bus out of {key}"),
+            ),
+            Scope::All => (
+                format!(
+                    "every container of this pod is one of Istio's ({}), which sbmesh leaves out \
+                     unless they are named in {}",
+                    ISTIO_CONTAINERS.join(", "),
+                    keys::CONTAINERS
+                ),
+                name_them,
+            ),
+        };
+        warnings.push(warning(format_args!(
+            "no container is in scope: {why}, so the pod gets the {} label{} but no container \
+             gets the Azure and Service Bus env; {fix}",
+            keys::AWI_USE,
+            if inject { " and the token volume" } else { "" },
+        )));
+    }
     Ok(all)
 }
 

@@ -1,5 +1,5 @@
 //! The core's patch: RFC 6902 operations (sbmesh only adds, and replaces the few annotation
-//! values the contract lists) whose values are sbmesh's own shapes, written straight to JSON
+//! and label values the contract lists) whose values are sbmesh's own shapes, written straight to JSON
 //! without building a `serde_json::Value` tree. [`Patch::to_json_patch`] gives the same
 //! operations as `json_patch`'s types, for the callers that apply them (`sbmesh inject`, tests).
 
