@@ -566,20 +566,7 @@ async fn a_replica_is_ready_only_once_its_served_certificate_chains_to_the_ca_bu
         trusted.clone(),
         loop_stopped,
     ));
-    common::eventually(
-        Duration::from_secs(15),
-        "the replica becomes ready",
-        || async {
-            let r = common::admin_get(admin_addr, "/readyz").await.ok()?;
-            (r.status == 200).then_some(())
-        },
-    )
-    .await;
-    // What it serves is the Secret's certificate, and the caBundle is the Secret's CA.
-    let data = secret_data(&fake);
-    assert_eq!(pems(&bundle(&fake)), [der(data_str(&data, keys::CA_CERT))]);
-    let served = served_certificate(addr).await;
-    assert_eq!(served, der(data_str(&data, keys::CERT)));
+    let data = becomes_ready_serving_the_secrets_pair(&fake, admin_addr, addr).await;
 
     // Someone replaces the caBundle with their own CA: the loop puts the webhook's CA back
     // next to it.
@@ -715,18 +702,35 @@ async fn the_binary_in_self_managed_mode_becomes_ready_serving_the_secrets_pair(
             .spawn()
             .expect("the binary starts"),
     );
-    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    becomes_ready_serving_the_secrets_pair(
+        &fake,
+        format!("127.0.0.1:{admin}").parse().unwrap(),
+        format!("127.0.0.1:{https}").parse().unwrap(),
+    )
+    .await;
+}
+
+/// Waits until the replica is ready, then checks that it serves the Secret's certificate and
+/// that the caBundle is the Secret's CA; returns the Secret's data.
+async fn becomes_ready_serving_the_secrets_pair(
+    fake: &FakeApiServer,
+    admin: SocketAddr,
+    https: SocketAddr,
+) -> serde_json::Map<String, Value> {
     common::eventually(
         Duration::from_secs(30),
-        "the binary becomes ready",
+        "the replica becomes ready",
         || async {
-            let r = common::admin_get(admin_addr, "/readyz").await.ok()?;
+            let r = common::admin_get(admin, "/readyz").await.ok()?;
             (r.status == 200).then_some(())
         },
     )
     .await;
-    let data = secret_data(&fake);
-    assert_eq!(pems(&bundle(&fake)), [der(data_str(&data, keys::CA_CERT))]);
-    let served = served_certificate(format!("127.0.0.1:{https}").parse().unwrap()).await;
-    assert_eq!(served, der(data_str(&data, keys::CERT)));
+    let data = secret_data(fake);
+    assert_eq!(pems(&bundle(fake)), [der(data_str(&data, keys::CA_CERT))]);
+    assert_eq!(
+        served_certificate(https).await,
+        der(data_str(&data, keys::CERT))
+    );
+    data
 }

@@ -118,6 +118,27 @@ struct State {
     collections: HashMap<Res, Collection>,
 }
 
+impl State {
+    /// Creates or replaces an object under a new resourceVersion: listed, watched (ADDED or
+    /// MODIFIED) and got. Returns it as stored.
+    fn store(&mut self, res: Res, mut obj: Value) -> Value {
+        self.rv += 1;
+        let rv = self.rv;
+        stamp(&mut obj, rv);
+        let key = key_of(&obj);
+        let c = self.collections.get_mut(&res).expect("collection");
+        let ty = if c.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        c.objects.insert(key, obj.clone());
+        c.history.push((rv, ty, obj.clone()));
+        let _ = c.live.send(Msg::Event(rv, ty, obj.clone()));
+        obj
+    }
+}
+
 struct Shared {
     state: Mutex<State>,
     log: Mutex<Vec<Logged>>,
@@ -221,21 +242,8 @@ impl FakeApiServer {
     }
 
     /// Creates or replaces an object: it is listed, watched (ADDED or MODIFIED) and got.
-    pub fn put(&self, res: Res, mut obj: Value) {
-        let mut st = lock(&self.shared.state);
-        st.rv += 1;
-        let rv = st.rv;
-        stamp(&mut obj, rv);
-        let key = key_of(&obj);
-        let c = st.collections.get_mut(&res).expect("collection");
-        let ty = if c.objects.contains_key(&key) {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        c.objects.insert(key, obj.clone());
-        c.history.push((rv, ty, obj.clone()));
-        let _ = c.live.send(Msg::Event(rv, ty, obj));
+    pub fn put(&self, res: Res, obj: Value) {
+        lock(&self.shared.state).store(res, obj);
     }
 
     /// Creates an object that GET finds but no watch has reported yet: a ServiceAccount
@@ -639,29 +647,15 @@ fn write(
         }
         _ => return status(405, "MethodNotAllowed", "unsupported".into()),
     };
-    st.rv += 1;
-    let rv = st.rv;
     let mut obj = stored;
-    stamp(&mut obj, rv);
-    if let Some(meta) = obj.get_mut("metadata") {
-        meta["namespace"] = if namespace.is_empty() {
-            Value::Null
-        } else {
-            json!(namespace)
-        };
-        if namespace.is_empty() {
-            meta.as_object_mut().expect("metadata").remove("namespace");
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        // The object lands where the path says (its key), whatever its body claims.
+        meta.remove("namespace");
+        if !key.0.is_empty() {
+            meta.insert("namespace".into(), json!(key.0));
         }
     }
-    let c = st.collections.get_mut(&res).expect("collection");
-    let ty = if c.objects.contains_key(&key) {
-        "MODIFIED"
-    } else {
-        "ADDED"
-    };
-    c.objects.insert(key, obj.clone());
-    c.history.push((rv, ty, obj.clone()));
-    let _ = c.live.send(Msg::Event(rv, ty, obj.clone()));
+    let obj = st.store(res, obj);
     let code = if verb == Verb::Create {
         StatusCode::CREATED
     } else {
